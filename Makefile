@@ -1,0 +1,26 @@
+# The README's two commands: `make demo` (set up, then the main job on the bundled model) and
+# `make test` (set up, then the test suite). Both create .venv from scratch on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(PY) -m app_helpers info --model auto
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,234 @@
+"""One way to load a model: a hub name, a local Hugging Face directory, or the kit's bundled model.
+
+Everything downstream (scores, patching, evaluation) takes the ``TransformerBridge`` this returns, so the
+same notebook cell serves GPT-2 small on Colab and the bundled model offline. The loader fails fast and
+says what to do when the hub is unreachable, rather than letting ``transformers`` retry for half a minute.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+#: Short names of models shipped in ``data/`` (name → directory). The bundled model's issue fills this.
+BUNDLED_MODELS: dict[str, Path] = {"app-toy": DATA_DIR / "app-toy"}
+BUNDLED_DEFAULT = "app-toy"
+#: Stand-in while no bundled model is shipped: a GPT-2-shaped model with random weights (see gpt2_offline).
+RANDOM_GPT2 = "random-gpt2"
+AUTO = "auto"
+#: Hook names every path-patching step relies on (per-head outputs and inputs).
+PER_HEAD_HOOKS = ("attn.hook_z", "attn.hook_q", "attn.hook_k", "attn.hook_v")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says why and what to do instead."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model a spec resolves to, and why (printed by notebooks and ``python -m app_helpers info``)."""
+
+    spec: str
+    kind: str  # "hub", "local", "bundled" or "random"
+    location: str
+    reason: str
+
+
+def resolve_device(device=None) -> torch.device:
+    """The requested device, or the best available one: CUDA, then Apple's MPS, then CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(dtype=None, device=None) -> torch.dtype:
+    """float32 unless asked otherwise: patching compares small differences, so exactness beats speed."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        try:
+            dtype = getattr(torch, dtype)
+        except AttributeError:
+            raise ValueError(f"unknown dtype {dtype!r}; use 'float32', 'float16' or 'bfloat16'") from None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
+    return dtype
+
+
+def hub_offline() -> bool:
+    """True when the user told Hugging Face libraries not to touch the network."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers a TCP connection within ``timeout`` seconds (cached per session)."""
+    if hub_offline():
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_cached(name: str) -> bool:
+    """Whether the Hugging Face cache already holds ``name``'s config (then no network is needed)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+
+
+def has_gpu() -> bool:
+    """A GPU that makes GPT-2-scale path patching take minutes instead of hours."""
+    return resolve_device().type in {"cuda", "mps"}
+
+
+def choose_model(spec: str = AUTO) -> ModelChoice:
+    """Resolve a model spec without loading anything.
+
+    ``"auto"``: GPT-2 small when a GPU is present and the hub reachable (or GPT-2 cached), otherwise the
+    bundled model (or, while none is shipped, a random-weight GPT-2-shaped stand-in).
+    """
+    spec = str(spec).strip()
+    if spec == AUTO:
+        gpu = has_gpu()
+        if gpu and (hub_cached("gpt2") or hub_reachable()):
+            return ModelChoice("gpt2", "hub", "gpt2", "a GPU is available and GPT-2 small can be loaded")
+        why = "no GPU found" if not gpu else "the model hub is unreachable and GPT-2 is not cached"
+        fallback = bundled_or_random()
+        return ModelChoice(fallback.spec, fallback.kind, fallback.location,
+                           f"{why}, so the kit uses {fallback.reason}")
+    if spec == RANDOM_GPT2:
+        return ModelChoice(spec, "random", spec, "a GPT-2-shaped model with RANDOM weights (no circuits "
+                           "to find; for plumbing and cost checks only)")
+    if spec in BUNDLED_MODELS:
+        path = BUNDLED_MODELS[spec]
+        if not _is_model_dir(path):
+            raise ModelLoadError(f"the bundled model {spec!r} is not shipped in this checkout ({path} has no "
+                                 f"weights); use {RANDOM_GPT2!r} or a hub name such as 'gpt2'")
+        return ModelChoice(spec, "bundled", str(path), f"the bundled model {spec!r} from data/")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not _is_model_dir(path):
+            raise ModelLoadError(f"{path} has no config.json and weights ({', '.join(WEIGHT_FILES[::2])}); "
+                                 "save a model there with save_pretrained(dir) and its tokenizer too")
+        return ModelChoice(spec, "local", str(path.resolve()), f"the local model directory {path}")
+    if spec.startswith((".", "/", "~")) or os.sep in spec and not _looks_like_hub_id(spec):
+        raise ModelLoadError(f"no model directory at {spec!r}")
+    known = _known_hub_names()
+    if spec.lower() not in known:
+        close = difflib.get_close_matches(spec, sorted(set(known.values())) + list(BUNDLED_MODELS), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ModelLoadError(f"unknown model {spec!r}: not a local directory, not a bundled model "
+                             f"({', '.join(BUNDLED_MODELS)}) and not a model TransformerLens supports.{hint}")
+    official = known[spec.lower()]
+    return ModelChoice(spec, "hub", official, f"{official!r} from the Hugging Face hub")
+
+
+def bundled_or_random() -> ModelChoice:
+    """The bundled model when shipped, else the random-weight stand-in (said loudly)."""
+    if _is_model_dir(BUNDLED_MODELS[BUNDLED_DEFAULT]):
+        return choose_model(BUNDLED_DEFAULT)
+    return choose_model(RANDOM_GPT2)
+
+
+def load_model(spec: str = AUTO, device=None, dtype=None, attn_result: bool = False,
+               split_qkv_input: bool = False, verbose: bool = True):
+    """Load ``spec`` as a ``TransformerBridge`` ready for patching work.
+
+    ``spec``: ``"auto"``, a hub name (``"gpt2"``, ``"gpt2-medium"`` …), a local HF model directory, a
+    bundled model's short name, or ``"random-gpt2"``. ``attn_result`` / ``split_qkv_input`` switch on
+    ``hook_result`` and ``hook_{q,k,v}_input`` (they cost memory, so they are off by default).
+    """
+    choice = choose_model(spec)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    if verbose:
+        print(f"[app_helpers] model: {choice.spec} — {choice.reason}; device {device}, {str(dtype)[6:]}")
+    if choice.kind == "random":
+        from .gpt2_offline import random_gpt2
+
+        bridge = random_gpt2(device=device, dtype=dtype)
+    else:
+        if choice.kind == "hub" and not hub_cached(choice.location) and not hub_reachable():
+            raise ModelLoadError(
+                f"{choice.location!r} is not cached and the model hub is unreachable"
+                f"{' (HF_HUB_OFFLINE is set)' if hub_offline() else ''}. Use the bundled model "
+                f"({BUNDLED_DEFAULT!r}, or spec 'auto') or run where the hub is reachable (e.g. Colab).")
+        from transformer_lens.model_bridge import TransformerBridge
+
+        try:
+            bridge = TransformerBridge.boot_transformers(choice.location, device=device, dtype=dtype)
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelLoadError(f"could not load {choice.spec!r}: {err}") from err
+    check_patchable(bridge, choice.spec)
+    bridge = prepare_for_patching(bridge)
+    if attn_result:
+        bridge.set_use_attn_result(True)
+    if split_qkv_input:
+        bridge.set_use_split_qkv_input(True)
+    return bridge
+
+
+def prepare_for_patching(bridge):
+    """Eval mode and no gradients: patching only reads and overwrites activations."""
+    bridge.eval()
+    bridge.requires_grad_(False)
+    return bridge
+
+
+def check_patchable(bridge, name: str = "model") -> None:
+    """Fail clearly if the architecture lacks the per-head hooks that scores and path patching use."""
+    hooks = set(getattr(bridge, "hook_dict", {}))
+    n_layers = getattr(getattr(bridge, "cfg", None), "n_layers", 0) or 0
+    missing = [f"blocks.{layer}.{h}" for layer in range(n_layers) for h in PER_HEAD_HOOKS
+               if f"blocks.{layer}.{h}" not in hooks]
+    if n_layers == 0 or missing:
+        shown = ", ".join(missing[:4]) if missing else "any transformer blocks"
+        raise ModelLoadError(f"{name} has no per-head attention hooks ({shown} missing): path patching "
+                             "needs a decoder-only architecture with per-head z/q/k/v hooks, such as GPT-2")
+
+
+def describe(bridge) -> dict:
+    """Size facts a user wants to see before running anything heavy."""
+    cfg = bridge.cfg
+    n_params = sum(p.numel() for p in bridge.original_model.parameters())
+    return {"layers": cfg.n_layers, "heads_per_layer": cfg.n_heads, "heads": cfg.n_layers * cfg.n_heads,
+            "d_model": cfg.d_model, "d_head": cfg.d_head, "vocab": cfg.d_vocab, "params": n_params,
+            "device": str(next(bridge.original_model.parameters()).device),
+            "dtype": str(next(bridge.original_model.parameters()).dtype).replace("torch.", "")}
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any((path / f).is_file() for f in WEIGHT_FILES)
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    return spec.count("/") == 1 and not spec.startswith("/")
+
+
+@functools.lru_cache(maxsize=1)
+def _known_hub_names() -> dict[str, str]:
+    """Lower-cased name or TransformerLens alias (``gpt2-small``) → the hub id to load."""
+    from transformer_lens import supported_models as sm
+    from transformer_lens.model_bridge import TransformerBridge
+
+    names = {m.lower(): m for m in TransformerBridge.list_supported_models()}
+    names.update({m.lower(): m for m in sm.OFFICIAL_MODEL_NAMES})
+    names.update({a.lower(): official for official, aliases in sm.MODEL_ALIASES.items() for a in aliases})
+    return names

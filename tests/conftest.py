@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests never touch the network: HF_HUB_OFFLINE makes an accidental hub call fail fast."""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_grad_enabled(False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A 2-layer GPT-2-architecture model with GPT-2's tokenizer, saved as a local HF directory."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from app_helpers.gpt2_offline import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64,
+                                       vocab_size=len(tok)))
+    out = tmp_path_factory.mktemp("tiny-gpt2")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    """A tiny random-weight GPT-2-shaped bridge (2 layers x 4 heads) with GPT-2's real tokenizer."""
+    from app_helpers.gpt2_offline import random_gpt2
+
+    return random_gpt2(n_layers=2, n_heads=4, d_model=64, seed=0)

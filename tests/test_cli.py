@@ -1,0 +1,23 @@
+"""``python -m app_helpers info``."""
+import subprocess
+import sys
+
+from app_helpers.cli import main
+
+
+def test_info_on_a_local_directory(tiny_model_dir, capsys):
+    assert main(["info", "--model", str(tiny_model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "2 layers x 4 heads = 8 heads" in out
+    assert "device    cpu" in out
+
+
+def test_info_on_a_bad_model_exits_2_with_a_message(capsys):
+    assert main(["info", "--model", "gtp2"]) == 2
+    assert "unknown model 'gtp2'" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    done = subprocess.run([sys.executable, "-m", "app_helpers", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "info" in done.stdout
