@@ -1,0 +1,229 @@
+"""Head scores from activation statistics (vanilla FLAP, Contrastive-FLAP), pruning, sweep, cliff, merge.
+
+The statistic is taken on the input of each layer's attention output projection — the concatenated
+per-head outputs ``z`` (``blocks.{l}.attn.hook_z``), ``C = n_heads * d_head`` channels — because that is
+where removing a head removes exactly its channels. Statistics are streamed over batches (sums in
+float64), so memory does not grow with the number of prompts and one forward pass per prompt set suffices.
+See ``shared/spec/method.md`` §1 for the formulas.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .hooks import model_device, run_until
+
+METHODS = ("flap", "contrastive")
+
+
+@dataclass
+class ChannelStats:
+    """Streamed per-channel sums over every real (non-padding) token of a prompt set.
+
+    Shapes are [n_layers, C]. From them: unbiased variance of each channel and the per-prompt energy
+    ``e_j = mean over prompts of sum over that prompt's tokens of x_j^2`` (= total sum of squares / prompts).
+    """
+
+    n_tokens: int
+    n_prompts: int
+    sum: torch.Tensor
+    sumsq: torch.Tensor
+
+    @property
+    def variance(self) -> torch.Tensor:
+        if self.n_tokens < 2:
+            raise ValueError("the variance needs at least two real tokens; give more or longer prompts")
+        mean = self.sum / self.n_tokens
+        return (self.sumsq - self.n_tokens * mean**2) / (self.n_tokens - 1)
+
+    @property
+    def energy(self) -> torch.Tensor:
+        return self.sumsq / self.n_prompts
+
+
+@dataclass
+class HeadScores:
+    """A [n_layers, n_heads] score matrix (higher = keep) with the method that produced it."""
+
+    method: str
+    scores: torch.Tensor
+    channel_scores: torch.Tensor = field(repr=False)
+
+    @property
+    def n_heads_total(self) -> int:
+        return self.scores.numel()
+
+
+def collect_channel_stats(model, tokens: torch.Tensor, mask: torch.Tensor | None = None,
+                          batch_size: int = 64) -> ChannelStats:
+    """Stream ``hook_z`` sums over ``tokens`` [n, seq]; ``mask`` [n, seq] marks real tokens (default all).
+
+    The forward stops after the last block (no unembedding): the statistics need nothing later.
+    """
+    if tokens.ndim != 2 or tokens.shape[0] == 0:
+        raise ValueError(f"tokens must be a non-empty [n_prompts, seq] tensor, got shape {tuple(tokens.shape)}")
+    if mask is None:
+        mask = torch.ones_like(tokens, dtype=torch.bool)
+    if mask.shape != tokens.shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} differs from tokens shape {tuple(tokens.shape)}")
+    cfg = model.cfg
+    channels = cfg.n_heads * cfg.d_head
+    device = model_device(model)
+    total = torch.zeros(cfg.n_layers, channels, dtype=torch.float64, device=device)
+    total_sq = torch.zeros_like(total)
+    batch_mask = None
+
+    def make_hook(layer):
+        def hook(z, hook):  # noqa: ARG001 - TransformerLens passes the hook point
+            x = z.reshape(*z.shape[:2], channels).to(torch.float64)[batch_mask]  # [real tokens, C]
+            total[layer] += x.sum(0)
+            total_sq[layer] += (x * x).sum(0)
+        return hook
+
+    hooks = [(f"blocks.{layer}.attn.hook_z", make_hook(layer)) for layer in range(cfg.n_layers)]
+    for start in range(0, tokens.shape[0], batch_size):
+        batch_mask = mask[start:start + batch_size].to(device)
+        run_until(model, tokens[start:start + batch_size].to(device), hooks,
+                  stop_after=f"blocks.{cfg.n_layers - 1}.attn.hook_z")
+    return ChannelStats(int(mask.sum()), int(tokens.shape[0]), total, total_sq)
+
+
+def output_weight_stats(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel of W_O viewed as [C, d_model]: squared L2 norm and mean |weight|, each [n_layers, C].
+
+    Row j of W_O is what channel j writes into the residual stream, so these say how loudly it writes.
+    """
+    cfg = model.cfg
+    w = torch.stack([model.blocks[layer].attn.W_O.detach().reshape(cfg.n_heads * cfg.d_head, -1)
+                     for layer in range(cfg.n_layers)]).to(torch.float64)
+    return (w * w).sum(-1), w.abs().mean(-1)
+
+
+def flap_channel_scores(clean: ChannelStats, w2: torch.Tensor) -> torch.Tensor:
+    """Vanilla FLAP: (WIFV on clean prompts)^2 with WIFV = var * ||W_O row||^2 (squared, as the authors do)."""
+    return (clean.variance * w2) ** 2
+
+
+def contrastive_channel_scores(clean: ChannelStats, corrupted: ChannelStats,
+                               mean_abs_w: torch.Tensor) -> torch.Tensor:
+    """Contrastive-FLAP: |WIFN^2(clean) - WIFN^2(corrupted)| with WIFN = mean|W_O row| * sqrt(energy).
+
+    A channel scores high when the task's corruption changes how much it writes: task-specific heads.
+    """
+    return (mean_abs_w**2 * (clean.energy - corrupted.energy)).abs()
+
+
+def heads_from_channels(channel_scores: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """z-score each layer's channels (unbiased std), then average each head's d_head channels → [L, H].
+
+    Standardising per layer makes layers comparable before the global threshold; a layer whose channels
+    all score the same gets zeros rather than NaN.
+    """
+    mean = channel_scores.mean(-1, keepdim=True)
+    std = channel_scores.std(-1, keepdim=True)
+    z = torch.where(std > 0, (channel_scores - mean) / std.clamp_min(torch.finfo(std.dtype).tiny),
+                    torch.zeros_like(channel_scores))
+    n_layers, channels = channel_scores.shape
+    return z.reshape(n_layers, n_heads, channels // n_heads).mean(-1).to(torch.float32)
+
+
+def score_heads_from_tokens(model, clean_tokens, corrupted_tokens=None, clean_mask=None,
+                            corrupted_mask=None, methods=METHODS, batch_size: int = 64
+                            ) -> dict[str, HeadScores]:
+    """Both scores from one streamed pass over the clean and (for Contrastive-FLAP) one over the corrupted."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown scoring method(s) {unknown}; choose from {list(METHODS)}")
+    if corrupted_tokens is not None and corrupted_tokens.shape != clean_tokens.shape:
+        raise ValueError(f"clean tokens {tuple(clean_tokens.shape)} and corrupted tokens "
+                         f"{tuple(corrupted_tokens.shape)} must have the same shape")
+    w2, mean_abs = output_weight_stats(model)
+    clean = collect_channel_stats(model, clean_tokens, clean_mask, batch_size)
+    out = {}
+    if "flap" in methods:
+        channel = flap_channel_scores(clean, w2)
+        out["flap"] = HeadScores("flap", heads_from_channels(channel, model.cfg.n_heads), channel)
+    if "contrastive" in methods:
+        if corrupted_tokens is None:
+            raise ValueError("Contrastive-FLAP needs corrupted prompts; the task has none")
+        corrupted = collect_channel_stats(model, corrupted_tokens, corrupted_mask, batch_size)
+        channel = contrastive_channel_scores(clean, corrupted, mean_abs)
+        out["contrastive"] = HeadScores("contrastive", heads_from_channels(channel, model.cfg.n_heads),
+                                        channel)
+    return out
+
+
+def n_kept(n_total: int, sparsity: float) -> int:
+    """How many heads survive sparsity p: round((1 - p) * n_total), halves rounded up."""
+    check_sparsity(sparsity)
+    return int(math.floor((1.0 - sparsity) * n_total + 0.5 + 1e-9))
+
+
+def check_sparsity(sparsity: float) -> None:
+    """Sparsity is the fraction of heads removed: 0 ≤ p < 1 (p = 1 would remove every head)."""
+    if not isinstance(sparsity, (int, float)) or not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be a number in [0, 1) — the fraction of heads removed — got {sparsity!r}")
+
+
+def rank_heads(scores: torch.Tensor) -> list[tuple[int, int]]:
+    """All heads, best first. Ties (and NaN, ranked last) are broken by (layer, head) ascending."""
+    n_layers, n_heads = scores.shape
+    flat = scores.flatten().tolist()
+    order = sorted(range(len(flat)), key=lambda i: (math.isnan(flat[i]),
+                                                   -flat[i] if not math.isnan(flat[i]) else 0.0, i))
+    return [divmod(i, n_heads) for i in order]
+
+
+def prune(scores: HeadScores | torch.Tensor, sparsity: float) -> frozenset[tuple[int, int]]:
+    """The heads kept at ``sparsity`` with one global threshold over all layers."""
+    matrix = scores.scores if isinstance(scores, HeadScores) else scores
+    return frozenset(rank_heads(matrix)[:n_kept(matrix.numel(), sparsity)])
+
+
+@dataclass(frozen=True)
+class Cliff:
+    """The chosen sparsity and how it was found (so notebooks can draw and explain it)."""
+
+    index: int | None  # position in the sweep, None when the fallback was used
+    sparsity: float
+    rule: str
+    window: int
+    threshold: float
+    drops: tuple[float, ...]  # drop after each point: perf[i] - min(next `window` perfs)
+
+
+DEFAULT_SPARSITIES = tuple(round(0.60 + 0.01 * i, 2) for i in range(39))  # 0.60 … 0.98
+FALLBACK_SPARSITY = 0.75
+CLIFF_RULES = ("first", "biggest", "fixed")
+
+
+def find_cliff(sparsities, perfs, rule: str = "first", fallback: float = FALLBACK_SPARSITY) -> Cliff:
+    """The last sparsity before performance falls off a cliff.
+
+    Window ``w = round((n_points - 1) / 10)`` (4 for the default sweep), threshold ``d = (max - min) / 10``;
+    point i is a cliff when its Perf exceeds the minimum of the next w points by at least d (near the end,
+    of the points that remain). "first": the first such point; "biggest": the largest drop; "fixed", a
+    flat curve, or no cliff: ``fallback`` (0.75 in the paper's code).
+    """
+    if rule not in CLIFF_RULES:
+        raise ValueError(f"unknown cliff rule {rule!r}; choose from {list(CLIFF_RULES)}")
+    perfs = [float(p) for p in perfs]
+    sparsities = [float(s) for s in sparsities]
+    if len(perfs) != len(sparsities) or len(perfs) < 2:
+        raise ValueError("a cliff needs at least two (sparsity, perf) points of equal count")
+    window = max(1, round((len(perfs) - 1) / 10))
+    threshold = (max(perfs) - min(perfs)) / 10
+    drops = tuple(perfs[i] - min(perfs[i + 1:i + 1 + window]) for i in range(len(perfs) - 1))
+    candidates = [i for i, drop in enumerate(drops) if drop >= threshold] if threshold > 0 else []
+    if rule == "fixed" or not candidates:
+        return Cliff(None, fallback, "fixed" if rule == "fixed" else f"{rule} (no cliff: fallback)",
+                     window, threshold, drops)
+    index = candidates[0] if rule == "first" else max(candidates, key=lambda i: (drops[i], -i))
+    return Cliff(index, sparsities[index], rule, window, threshold, drops)
+
+
+def merge(*head_sets) -> frozenset[tuple[int, int]]:
+    """APP's search space: the union of the kept sets (the paper's "Merged", the authors' "hybrid")."""
+    return frozenset().union(*head_sets)

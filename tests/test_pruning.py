@@ -1,0 +1,149 @@
+"""FLAP / Contrastive-FLAP scores against a naive full-cache computation; pruning; cliff; merge."""
+import math
+
+import pytest
+import torch
+
+from app_helpers import pruning
+
+
+def naive_scores(model, clean, corrupted, clean_mask, corrupted_mask):
+    """The formulas of method.md §1, written out literally over a full activation cache."""
+    cfg = model.cfg
+    out = {"flap": torch.zeros(cfg.n_layers, cfg.n_heads), "contrastive": torch.zeros(cfg.n_layers, cfg.n_heads)}
+    _, cache_clean = model.run_with_cache(clean)
+    _, cache_corr = model.run_with_cache(corrupted)
+    for layer in range(cfg.n_layers):
+        W_O = model.blocks[layer].attn.W_O.reshape(cfg.n_heads * cfg.d_head, -1).double()
+        channel = {}
+        xc = cache_clean[f"blocks.{layer}.attn.hook_z"].flatten(2).double()  # [n, pos, C]
+        xr = cache_corr[f"blocks.{layer}.attn.hook_z"].flatten(2).double()
+        C = xc.shape[-1]
+        flap, contrastive = torch.zeros(C, dtype=torch.float64), torch.zeros(C, dtype=torch.float64)
+        for j in range(C):
+            values = xc[..., j][clean_mask]
+            var = values.var(unbiased=True)
+            w2 = (W_O[j] ** 2).sum()
+            flap[j] = (var * w2) ** 2
+            e_clean = torch.stack([(xc[i, :, j][clean_mask[i]] ** 2).sum() for i in range(len(xc))]).mean()
+            e_corr = torch.stack([(xr[i, :, j][corrupted_mask[i]] ** 2).sum() for i in range(len(xr))]).mean()
+            wifn_clean = W_O[j].abs().mean() * e_clean.sqrt()
+            wifn_corr = W_O[j].abs().mean() * e_corr.sqrt()
+            contrastive[j] = (wifn_clean**2 - wifn_corr**2).abs()
+        channel["flap"], channel["contrastive"] = flap, contrastive
+        for name, values in channel.items():
+            z = (values - values.mean()) / values.std(unbiased=True)
+            for h in range(cfg.n_heads):
+                out[name][layer, h] = z[h * cfg.d_head:(h + 1) * cfg.d_head].mean()
+    return out
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, 50000, (6, 8), generator=gen)
+    corrupted = clean.clone()
+    corrupted[:, 3] = torch.randint(0, 50000, (6,), generator=gen)
+    mask = torch.ones_like(clean, dtype=torch.bool)
+    mask[:2, 5:] = False  # two shorter prompts: padding must not count
+    return clean, corrupted, mask
+
+
+def test_scores_equal_naive_computation(tiny_gpt2, prompts):
+    clean, corrupted, mask = prompts
+    got = pruning.score_heads_from_tokens(tiny_gpt2, clean, corrupted, mask, mask, batch_size=4)
+    want = naive_scores(tiny_gpt2, clean, corrupted, mask, mask)
+    for method in pruning.METHODS:
+        assert got[method].scores.shape == (2, 4)
+        torch.testing.assert_close(got[method].scores, want[method].float(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 100])
+def test_streaming_equals_one_batch(tiny_gpt2, prompts, batch_size):
+    clean, corrupted, mask = prompts
+    one = pruning.score_heads_from_tokens(tiny_gpt2, clean, corrupted, mask, mask, batch_size=len(clean))
+    streamed = pruning.score_heads_from_tokens(tiny_gpt2, clean, corrupted, mask, mask, batch_size=batch_size)
+    for method in pruning.METHODS:
+        torch.testing.assert_close(streamed[method].scores, one[method].scores, atol=1e-6, rtol=0)
+
+
+def test_padding_is_excluded_from_statistics(tiny_gpt2, prompts):
+    clean, _, mask = prompts
+    stats = pruning.collect_channel_stats(tiny_gpt2, clean, mask)
+    assert stats.n_tokens == int(mask.sum()) == 6 * 8 - 2 * 3
+    padded_differently = clean.clone()
+    padded_differently[~mask] = 0
+    again = pruning.collect_channel_stats(tiny_gpt2, padded_differently, mask)
+    torch.testing.assert_close(again.sum, stats.sum)  # causal model: pads after the prompt change nothing
+
+
+def test_bad_inputs_are_clear_errors(tiny_gpt2, prompts):
+    clean, corrupted, mask = prompts
+    with pytest.raises(ValueError, match="same shape"):
+        pruning.score_heads_from_tokens(tiny_gpt2, clean, corrupted[:, :5])
+    with pytest.raises(ValueError, match="unknown scoring method"):
+        pruning.score_heads_from_tokens(tiny_gpt2, clean, corrupted, methods=("wanda",))
+    with pytest.raises(ValueError, match="non-empty"):
+        pruning.collect_channel_stats(tiny_gpt2, clean[:0])
+    with pytest.raises(ValueError, match="needs corrupted prompts"):
+        pruning.score_heads_from_tokens(tiny_gpt2, clean, None, methods=("contrastive",))
+
+
+@pytest.mark.parametrize("n_total", [8, 32, 144])
+def test_pruned_set_sizes_are_exact_for_every_sparsity(n_total):
+    scores = torch.randn(n_total // 4, 4, generator=torch.Generator().manual_seed(n_total))
+    for sparsity in [i / 100 for i in range(100)]:
+        kept = pruning.prune(scores, sparsity)
+        assert len(kept) == math.floor((1 - sparsity) * n_total + 0.5 + 1e-9)
+        # Global threshold: every kept head scores at least as high as every pruned head.
+        dropped = {(l, h) for l in range(scores.shape[0]) for h in range(4)} - kept
+        if kept and dropped:
+            assert min(scores[k].item() for k in kept) >= max(scores[d].item() for d in dropped)
+
+
+def test_ties_break_by_layer_then_head_and_nan_ranks_last():
+    scores = torch.tensor([[1.0, float("nan")], [1.0, 2.0]])
+    assert pruning.rank_heads(scores) == [(1, 1), (0, 0), (1, 0), (0, 1)]
+    assert pruning.prune(scores, 0.5) == {(1, 1), (0, 0)}
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5"])
+def test_sparsity_outside_unit_interval_is_rejected(bad):
+    with pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\)"):
+        pruning.prune(torch.zeros(2, 2), bad)
+
+
+def test_cliff_on_a_clean_step():
+    sparsities = pruning.DEFAULT_SPARSITIES
+    perfs = [90.0] * 25 + [10.0] * 14  # falls after index 24 (p = 0.84)
+    for rule in ("first", "biggest"):
+        cliff = pruning.find_cliff(sparsities, perfs, rule)
+        assert cliff.window == 4 and cliff.threshold == pytest.approx(8.0)
+        # "first": the first point whose next four points hold the fall is 4 before it; "biggest" ties → first.
+        assert cliff.index == 21 and cliff.sparsity == 0.81
+
+
+def test_cliff_without_a_drop_falls_back():
+    flat = pruning.find_cliff(pruning.DEFAULT_SPARSITIES, [50.0] * 39)
+    assert flat.index is None and flat.sparsity == 0.75
+    rising = pruning.find_cliff(pruning.DEFAULT_SPARSITIES, list(range(39)))
+    assert rising.index is None and rising.sparsity == 0.75
+    fixed = pruning.find_cliff(pruning.DEFAULT_SPARSITIES, [90.0] * 25 + [10.0] * 14, rule="fixed")
+    assert fixed.sparsity == 0.75
+
+
+def test_cliff_on_a_noisy_slope_biggest_finds_the_fall():
+    gen = torch.Generator().manual_seed(1)
+    base = [80.0 - 0.5 * i for i in range(30)] + [5.0] * 9  # gentle slope, then a fall after index 29
+    noise = (torch.rand(39, generator=gen) * 4 - 2).tolist()
+    perfs = [b + n for b, n in zip(base, noise)]
+    cliff = pruning.find_cliff(pruning.DEFAULT_SPARSITIES, perfs, "biggest")
+    assert 26 <= cliff.index <= 29
+    assert perfs[cliff.index] - min(perfs[cliff.index + 1:cliff.index + 5]) == max(cliff.drops)
+    with pytest.raises(ValueError, match="unknown cliff rule"):
+        pruning.find_cliff([0.6, 0.7], [1, 0], "steepest")
+
+
+def test_merged_set_is_the_union():
+    a, b = frozenset({(0, 1), (2, 3)}), frozenset({(2, 3), (5, 0)})
+    assert pruning.merge(a, b) == {(0, 1), (2, 3), (5, 0)}
