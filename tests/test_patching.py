@@ -1,0 +1,129 @@
+"""The fast path-patching engine equals the naive reference, costs nothing outside the sender set, memoises."""
+import math
+
+import pytest
+import torch
+
+from app_helpers.patching import COMPONENTS, NaivePathPatcher, PathPatcher
+
+
+@pytest.fixture(scope="module")
+def model():
+    from app_helpers.gpt2_offline import random_gpt2
+
+    return random_gpt2(n_layers=3, n_heads=4, d_model=64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """Five prompts of different real lengths (right-padded), a two-slot corruption, an A-vs-B metric."""
+    gen = torch.Generator().manual_seed(0)
+    n, seq = 5, 8
+    clean = torch.randint(0, 1000, (n, seq), generator=gen)
+    corrupted = clean.clone()
+    corrupted[:, 2] = torch.randint(0, 1000, (n,), generator=gen)
+    corrupted[:, 4] = corrupted[:, 2]
+    end_pos = torch.tensor([7, 6, 7, 5, 7])
+    a, b = torch.randint(0, 1000, (2, n), generator=gen)
+
+    def metric(logits):  # [..., n, vocab] -> [..., n]
+        rows = torch.arange(n)
+        return logits[..., rows, a] - logits[..., rows, b]
+    return clean, corrupted, end_pos, metric
+
+
+@pytest.fixture(scope="module")
+def naive(model, problem):
+    return NaivePathPatcher(model, *problem)
+
+
+@pytest.fixture(scope="module")
+def naive_scores(naive):
+    out = {"logits": naive.to_logits()}
+    for receiver in [(1, 2), (2, 0)]:
+        for c in COMPONENTS:
+            out[(receiver, c)] = naive.to_head(receiver, c)
+    return out
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 4, 1000])
+def test_engine_equals_naive_reference(model, problem, naive_scores, chunk_size):
+    fast = PathPatcher(model, *problem, chunk_size=chunk_size)
+    torch.testing.assert_close(fast.to_logits(), naive_scores["logits"], atol=1e-5, rtol=0)
+    fast.prefetch([(1, 2), (2, 0)])
+    for key, want in naive_scores.items():
+        if key != "logits":
+            (receiver, c) = key
+            torch.testing.assert_close(fast.to_head(receiver, c), want, atol=1e-5, rtol=0)
+    assert not torch.isnan(naive_scores["logits"]).any()
+    assert naive_scores["logits"].abs().max() > 0.01  # the comparison is not between zeros
+
+
+def test_baselines_match(naive, model, problem):
+    fast = PathPatcher(model, *problem)
+    assert fast.ld_clean == pytest.approx(naive.ld_clean, abs=1e-5)
+    assert fast.ld_corrupted == pytest.approx(naive.ld_corrupted, abs=1e-5)
+    assert fast.normalise(torch.tensor(fast.ld_corrupted)).item() == pytest.approx(-1.0)
+
+
+def test_senders_outside_the_set_cost_nothing_and_get_nan(model, problem, naive_scores):
+    fast = PathPatcher(model, *problem)
+    candidates = {(0, 1), (1, 3), (2, 2)}
+    scores = fast.to_logits(candidates)
+    assert fast.cost.sender_evaluations == 3
+    for l in range(3):
+        for h in range(4):
+            if (l, h) in candidates:
+                assert scores[l, h] == pytest.approx(naive_scores["logits"][l, h].item(), abs=1e-5)
+            else:
+                assert math.isnan(scores[l, h])
+    head_scores = fast.to_head((2, 0), "v", candidates)
+    assert head_scores.shape == (2, 4)  # senders live below the receiver's layer
+    assert fast.cost.sender_evaluations == 3 + 2 * 3  # two candidates below layer 2, three components
+
+
+def test_memoised_scores_cost_nothing_the_second_time(model, problem):
+    fast = PathPatcher(model, *problem)
+    first = fast.to_head((2, 1), "k")
+    before = fast.cost.copy()
+    again = fast.to_head((2, 1), "q")  # served by the same sender pass and receiver passes
+    torch.testing.assert_close(fast.to_head((2, 1), "k"), first)
+    assert fast.cost.sender_evaluations == before.sender_evaluations
+    assert fast.cost.forward_passes == before.forward_passes
+    assert again.shape == (2, 4)
+
+
+def test_layer_zero_receivers_have_no_senders(model, problem):
+    fast = PathPatcher(model, *problem)
+    assert fast.to_head((0, 3), "q").shape == (0, 4)
+    assert fast.cost.sender_evaluations == 0
+
+
+def test_fewer_passes_and_flops_than_naive_and_a_lower_bound_that_holds(model, problem, naive):
+    fast = PathPatcher(model, *problem)
+    setup = fast.cost.copy()
+    fast.to_logits()
+    fast.prefetch([(1, 2), (2, 0)])
+    work = fast.cost - setup
+    assert work.sender_evaluations == 12 + 3 * 4 + 3 * 8
+    assert work.flops_lower_bound <= work.flops
+    assert work.forward_passes < work.sender_evaluations
+
+
+def test_bad_inputs_are_clear_errors(model, problem):
+    clean, corrupted, end_pos, metric = problem
+    with pytest.raises(ValueError, match="same shape"):
+        PathPatcher(model, clean, corrupted[:, :6], end_pos, metric)
+    with pytest.raises(ValueError, match="end_pos"):
+        PathPatcher(model, clean, corrupted, end_pos + 1, metric)
+    with pytest.raises(ValueError, match="no behaviour to patch"):
+        PathPatcher(model, clean, clean, end_pos, metric)
+    with pytest.raises(ValueError, match="chunk_size"):
+        PathPatcher(model, clean, corrupted, end_pos, metric, chunk_size=0)
+    fast = PathPatcher(model, clean, corrupted, end_pos, metric)
+    with pytest.raises(ValueError, match="component"):
+        fast.to_head((1, 0), "z")
+    with pytest.raises(ValueError, match="does not exist"):
+        fast.to_head((3, 0), "q")
+    with pytest.raises(ValueError, match="do not exist"):
+        fast.to_logits({(0, 9)})
