@@ -2,6 +2,7 @@
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("MPLBACKEND", "Agg")  # figures are built headless
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

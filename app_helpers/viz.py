@@ -1,0 +1,193 @@
+"""Figures: each function takes the kit's data objects and returns a matplotlib Figure (never just shows).
+
+Returning figures lets notebooks display them, tests build them headless, and the CLI save them as PNG.
+Conventions: layers run down the rows, heads across the columns, like the paper's heatmaps; NaN cells
+(heads that were pruned and so never evaluated) are drawn grey and labelled as such.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+
+COMPONENT_COLOURS = {"q": "#1f77b4", "k": "#2ca02c", "v": "#d62728", "logits": "#555555"}
+NAN_COLOUR = "#d9d9d9"
+
+
+def _grid_axes(ax, n_layers: int, n_heads: int):
+    ax.set_xticks(range(n_heads))
+    ax.set_yticks(range(n_layers))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(np.arange(-0.5, n_heads, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, n_layers, 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.5)
+    ax.tick_params(which="minor", length=0)
+
+
+def _outline(ax, heads: Iterable[tuple[int, int]], colour="black", width=1.8):
+    for layer, head in heads:
+        ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor=colour, linewidth=width))
+
+
+def head_heatmap(matrix, title: str = "", outlined: Iterable[tuple[int, int]] = (), diverging: bool = True,
+                 annotate: bool | None = None, label: str = "", ax=None):
+    """A [layer, head] heatmap (scores or path-patching effects); ``outlined`` heads get a black box.
+
+    ``diverging`` centres the colour map at 0 (patching effects: red hurts, blue helps); NaN is grey.
+    """
+    data = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
+    n_layers, n_heads = data.shape
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
+        figsize=(max(4.0, 0.45 * n_heads + 2), max(2.5, 0.4 * n_layers + 1.2)))
+    cmap = plt.get_cmap("RdBu" if diverging else "viridis").with_extremes(bad=NAN_COLOUR)
+    finite = data[np.isfinite(data)]
+    bound = float(np.abs(finite).max()) if finite.size else 1.0
+    bound = bound or 1.0
+    limits = dict(vmin=-bound, vmax=bound) if diverging else {}
+    image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, aspect="auto", **limits)
+    fig.colorbar(image, ax=ax, label=label)
+    _grid_axes(ax, n_layers, n_heads)
+    _outline(ax, outlined)
+    if annotate if annotate is not None else n_layers * n_heads <= 64:
+        for (layer, head), value in np.ndenumerate(data):
+            if np.isfinite(value):
+                ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    if np.isnan(data).any():
+        ax.legend(handles=[Rectangle((0, 0), 1, 1, color=NAN_COLOUR, label="not evaluated (pruned)")],
+                  loc="upper left", bbox_to_anchor=(0, -0.12 - 0.02 * n_layers / 6), fontsize=8, frameon=False)
+    ax.set_title(title)
+    return fig
+
+
+def kept_heatmap(kept: Mapping[str, Iterable[tuple[int, int]]], n_layers: int, n_heads: int,
+                 title: str = "Heads kept", outlined: Iterable[tuple[int, int]] = (), ax=None):
+    """Which method keeps which head: one colour per combination of (up to two) methods, plus 'none'.
+
+    ``outlined`` marks reference heads (e.g. a known circuit) so that losses are visible at a glance.
+    """
+    names = list(kept)
+    if not 1 <= len(names) <= 2:
+        raise ValueError("kept_heatmap compares one or two head sets")
+    sets = [set(map(tuple, kept[n])) for n in names]
+    code = np.zeros((n_layers, n_heads), dtype=int)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            code[layer, head] = sum((1 << i) for i, s in enumerate(sets) if (layer, head) in s)
+    labels = ["pruned by all", f"{names[0]} only"] + ([f"{names[1]} only", "both"] if len(names) == 2 else [])
+    colours = ["#f0f0f0", "#fdae61", "#74add1", "#4d4d4d"][:len(labels)]
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
+        figsize=(max(4.0, 0.45 * n_heads + 2), max(2.5, 0.4 * n_layers + 1.2)))
+    ax.imshow(code, cmap=ListedColormap(colours), vmin=0, vmax=len(colours) - 1, aspect="auto")
+    _grid_axes(ax, n_layers, n_heads)
+    _outline(ax, outlined, colour="#e41a1c")
+    handles = [Rectangle((0, 0), 1, 1, color=c, label=f"{l} ({int((code == i).sum())})")
+               for i, (c, l) in enumerate(zip(colours, labels))]
+    if outlined:
+        handles.append(Rectangle((0, 0), 1, 1, fill=False, edgecolor="#e41a1c", label="reference head"))
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_curves(sweeps: Sequence, title: str = "Perf of the pruned model vs sparsity", ax=None,
+                 marker_at: float | None = None):
+    """Perf % against sparsity for each sweep (objects with ``method``, ``sparsities``, ``perfs``,
+    ``cliff``), the chosen cliff marked; ``marker_at`` draws the user's current sparsity."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
+    for sweep in sweeps:
+        line, = ax.plot(sweep.sparsities, sweep.perfs, label=sweep.method, linewidth=1.8)
+        cliff = sweep.cliff
+        perf_at = np.interp(cliff.sparsity, sweep.sparsities, sweep.perfs)
+        ax.scatter([cliff.sparsity], [perf_at], s=70, color=line.get_color(), edgecolor="black", zorder=3,
+                   marker="o" if cliff.index is not None else "X",
+                   label=f"{sweep.method} cliff: p={cliff.sparsity:.2f} ({cliff.rule})")
+    if marker_at is not None:
+        ax.axvline(marker_at, color="black", linestyle=":", linewidth=1, label=f"chosen p = {marker_at:.2f}")
+    ax.axhline(100, color="grey", linewidth=0.6)
+    ax.set_xlabel("sparsity (fraction of heads pruned)")
+    ax.set_ylabel("Perf % (pruned heads mean-ablated)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def circuit_graph(heads: Iterable[tuple[int, int]], edges: Iterable, n_layers: int, n_heads: int,
+                  roles: Mapping[tuple[int, int], str] | None = None, title: str = "Circuit", ax=None):
+    """The circuit as a graph: layers as rows (input at the bottom), heads as nodes, edges coloured by
+    the receiver component they were found through (q, k, v) or 'logits' for direct effects."""
+    heads = sorted(set(map(tuple, heads)))
+    roles = dict(roles or {})
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
+        figsize=(max(5.0, 0.6 * n_heads + 2), max(3.5, 0.55 * (n_layers + 1) + 1)))
+    top = n_layers  # the logits sit above the last layer
+    ax.scatter([h for l in range(n_layers) for h in range(n_heads)],
+               [l for l in range(n_layers) for h in range(n_heads)], s=12, color="#e0e0e0", zorder=1)
+    role_names = sorted(set(roles.get(h, "") for h in heads))
+    palette = plt.get_cmap("tab10")
+    role_colour = {r: palette(i % 10) for i, r in enumerate(role_names)}
+    for edge in edges:
+        sender, receiver, component = edge[0], edge[1], edge[2]
+        if tuple(sender) not in heads:
+            continue
+        end = (n_heads / 2 - 0.5, top) if receiver == "logits" else (receiver[1], receiver[0])
+        ax.annotate("", xy=end, xytext=(sender[1], sender[0]), zorder=2,
+                    arrowprops=dict(arrowstyle="-|>", color=COMPONENT_COLOURS.get(component, "black"),
+                                    lw=1.2, alpha=0.75, shrinkA=7, shrinkB=7,
+                                    connectionstyle="arc3,rad=0.08"))
+    for head in heads:
+        ax.scatter([head[1]], [head[0]], s=260, color=role_colour[roles.get(head, "")], edgecolor="black",
+                   zorder=3)
+        ax.text(head[1], head[0], f"{head[0]}.{head[1]}", ha="center", va="center", fontsize=6, zorder=4)
+    ax.scatter([n_heads / 2 - 0.5], [top], s=400, marker="s", color="#555555", zorder=3)
+    ax.text(n_heads / 2 - 0.5, top, "logits", ha="center", va="center", color="white", fontsize=7, zorder=4)
+    ax.set_xlim(-1, n_heads)
+    ax.set_ylim(-0.8, top + 0.8)
+    ax.set_yticks(range(n_layers))
+    ax.set_xticks(range(n_heads))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    handles = [Line2D([0], [0], color=c, lw=2, label=f"via {k}") for k, c in COMPONENT_COLOURS.items()]
+    handles += [Line2D([0], [0], marker="o", linestyle="", markerfacecolor=c, markeredgecolor="black",
+                       markersize=9, label=r or "circuit head") for r, c in role_colour.items()]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def cost_bars(costs: Mapping[str, object], title: str = "Cost of the search", ax=None):
+    """Side-by-side bars (log scale) of sender evaluations, forward passes, GFLOPs and seconds for each
+    named ``Cost``; each bar is labelled with its value so ratios can be read off directly."""
+    metrics = [("sender_evaluations", "sender evals", 1), ("forward_passes", "passes", 1),
+               ("flops", "GFLOPs", 1e-9), ("seconds", "seconds", 1)]
+    names = list(costs)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.2)) if ax is None else (ax.figure, ax)
+    palette = plt.get_cmap("tab10")
+    for axis, (field_name, label, scale) in zip(np.atleast_1d(axes), metrics):
+        values = [getattr(costs[n], field_name) * scale for n in names]
+        bars = axis.bar(names, values, color=[palette(i) for i in range(len(names))])
+        for bar, value in zip(bars, values):
+            axis.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), _short(value), ha="center",
+                      va="bottom", fontsize=8)
+        axis.set_yscale("log" if min(values, default=0) > 0 else "linear")
+        axis.set_title(label)
+        axis.tick_params(axis="x", labelrotation=20)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _short(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 100 or float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:.{max(0, 2 - int(math.floor(math.log10(abs(value)))))}f}"

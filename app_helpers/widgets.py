@@ -1,0 +1,50 @@
+"""ipywidgets controls that re-display pre-computed results: no heavy work happens in a callback.
+
+Moving the slider looks up the nearest point of the sweep that ``prune_for_app`` already evaluated,
+so the figure updates instantly even for GPT-2.
+"""
+from __future__ import annotations
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+from IPython.display import display
+
+from . import viz
+from .pruning import PruningResult
+
+
+def sparsity_explorer(result: PruningResult, reference=(), n_layers: int | None = None,
+                      n_heads: int | None = None) -> widgets.VBox:
+    """A sparsity slider and a method selector over ``result``'s sweeps; shows the kept heads (reference
+    heads outlined), Perf at that sparsity, and where the point sits on the sweep curves."""
+    first = next(iter(result.scores.values())).scores
+    n_layers, n_heads = n_layers or first.shape[0], n_heads or first.shape[1]
+    sweep0 = result.sweeps["merged"]
+    slider = widgets.FloatSlider(value=result.sparsity.get("contrastive", sweep0.sparsities[0]),
+                                 min=min(sweep0.sparsities), max=max(sweep0.sparsities), step=0.01,
+                                 description="sparsity", continuous_update=False, readout_format=".2f")
+    method = widgets.Dropdown(options=list(result.sweeps), value="merged", description="method")
+    summary = widgets.HTML()
+    out = widgets.Output()
+
+    def redraw(*_):
+        sweep = result.sweeps[method.value]
+        kept, perf = sweep.at(slider.value)
+        reference_kept = len(set(map(tuple, reference)) & kept)
+        summary.value = (f"<b>{method.value}</b> at p = {slider.value:.2f}: keeps <b>{len(kept)}</b> of "
+                         f"{result.n_heads_total} heads, Perf <b>{perf:.1f} %</b>"
+                         + (f", {reference_kept} of {len(reference)} reference heads" if reference else ""))
+        with out:
+            out.clear_output(wait=True)
+            fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+            viz.kept_heatmap({method.value: kept}, n_layers, n_heads, outlined=reference, ax=axes[0],
+                             title=f"kept at p = {slider.value:.2f}")
+            viz.sweep_curves(list(result.sweeps.values()), ax=axes[1], marker_at=slider.value)
+            fig.tight_layout()
+            display(fig)
+            plt.close(fig)
+
+    slider.observe(redraw, names="value")
+    method.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([slider, method]), summary, out])

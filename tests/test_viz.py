@@ -1,0 +1,63 @@
+"""Figures build headless from the kit's data objects and show what they claim."""
+import math
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from app_helpers import viz
+from app_helpers.costs import Cost
+from app_helpers.pruning import DEFAULT_SPARSITIES, SweepResult, find_cliff
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def test_head_heatmap_greys_out_unevaluated_heads():
+    m = torch.randn(3, 4)
+    m[0, 1] = math.nan
+    fig = viz.head_heatmap(m, "effects", outlined=[(2, 3)])
+    ax = fig.axes[0]
+    assert ax.get_title() == "effects"
+    assert any("pruned" in t.get_text() for t in ax.get_legend().get_texts())
+    assert len(ax.patches) >= 1  # the outline box
+    labels = [t.get_text() for t in ax.texts]
+    assert f"{m[2, 3].item():.2f}" in labels and len(labels) == 11  # NaN cell not annotated
+
+
+def test_kept_heatmap_counts_each_category():
+    fig = viz.kept_heatmap({"flap": [(0, 0), (1, 1)], "contrastive": [(1, 1), (2, 0)]}, 3, 2,
+                           outlined=[(2, 0)])
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[:4] == ["pruned by all (3)", "flap only (1)", "contrastive only (1)", "both (1)"]
+    with pytest.raises(ValueError):
+        viz.kept_heatmap({"a": [], "b": [], "c": []}, 2, 2)
+
+
+def test_sweep_curves_mark_the_cliff():
+    perfs = [90.0] * 25 + [10.0] * 14
+    sweep = SweepResult("contrastive", list(DEFAULT_SPARSITIES), [frozenset()] * 39, perfs,
+                        find_cliff(DEFAULT_SPARSITIES, perfs))
+    fig = viz.sweep_curves([sweep], marker_at=0.7)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("cliff: p=0.81" in t for t in legend) and any("0.70" in t for t in legend)
+
+
+def test_circuit_graph_draws_every_head_and_edge():
+    heads = [(0, 1), (1, 2), (2, 0)]
+    edges = [((2, 0), "logits", "logits"), ((1, 2), (2, 0), "v"), ((0, 1), (1, 2), "k")]
+    fig = viz.circuit_graph(heads, edges, 3, 4, roles={(2, 0): "name mover"})
+    ax = fig.axes[0]
+    node_labels = {t.get_text() for t in ax.texts}
+    assert {"0.1", "1.2", "2.0", "logits"} <= node_labels
+    arrows = [c for c in ax.get_children() if c.__class__.__name__ == "Annotation"]
+    assert len(arrows) == 3
+
+
+def test_cost_bars_label_values():
+    fig = viz.cost_bars({"dense": Cost(100, 10, 2e9, 1e9, 3.0), "APP": Cost(20, 4, 5e8, 4e8, 0.5)})
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert {"100", "20", "2", "0.500"} <= set(texts)
