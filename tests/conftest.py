@@ -8,6 +8,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_grad_enabled(False)
+torch.set_num_threads(1)  # steadier (and on a loaded 2-core machine faster) than torch's default
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +34,19 @@ def tiny_gpt2():
     from app_helpers.gpt2_offline import random_gpt2
 
     return random_gpt2(n_layers=2, n_heads=4, d_model=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def word_tok(tmp_path_factory):
+    """The word-level tokenizer over all tasks' words, built into a temporary directory and loaded back."""
+    from app_helpers.wordlevel import build_word_level_tokenizer
+
+    return build_word_level_tokenizer(tmp_path_factory.mktemp("word-level-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def gpt2_tok():
+    """GPT-2's real BPE tokenizer (offline)."""
+    from app_helpers.gpt2_offline import gpt2_tokenizer
+
+    return gpt2_tokenizer()
