@@ -1,0 +1,218 @@
+"""Circuits as sets of attention heads, their JSON form, overlap scores, and published reference circuits.
+
+A head is ``(layer, head)``. A ``Circuit`` keeps its heads sorted and unique, so two circuits with the
+same heads in a different order are equal and evaluate identically. Optional extras: a role per head
+("name mover"), edges ``(sender, receiver, component)`` with component in q/k/v (receiver a head) or
+"logits" (receiver None), and MLP layers that belong to the circuit (informational: MLPs are never
+ablated in evaluation).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, NamedTuple, Union
+
+import torch
+
+Head = tuple[int, int]
+HeadLike = Union[Head, str, Iterable[int]]
+COMPONENTS = ("q", "k", "v", "logits")
+
+
+def as_head(h: HeadLike) -> Head:
+    """(layer, head) from a tuple/list or a "layer.head" string such as "9.9"."""
+    if isinstance(h, str):
+        parts = h.split(".")
+        if len(parts) != 2:
+            raise ValueError(f"a head string looks like '9.6' (layer.head), got {h!r}")
+        h = parts
+    try:
+        layer, head = (int(x) for x in h)
+    except (TypeError, ValueError):
+        raise ValueError(f"a head is (layer, head) or 'layer.head', got {h!r}") from None
+    if layer < 0 or head < 0:
+        raise ValueError(f"head indices must be non-negative, got {h!r}")
+    return layer, head
+
+
+def head_name(h: Head) -> str:
+    return f"{h[0]}.{h[1]}"
+
+
+class Edge(NamedTuple):
+    sender: Head
+    receiver: Head | None  # None for the logits
+    component: str  # "q", "k", "v" or "logits"
+
+
+def _as_edge(e) -> Edge:
+    sender, receiver, component = e
+    if component not in COMPONENTS:
+        raise ValueError(f"edge component must be one of {COMPONENTS}, got {component!r}")
+    if (component == "logits") != (receiver is None or receiver == "logits"):
+        raise ValueError(f"an edge to the logits has receiver None and component 'logits', got {e!r}")
+    return Edge(as_head(sender), None if component == "logits" else as_head(receiver), component)
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A set of heads with optional roles, edges and MLP layers. Construct from any head iterable."""
+
+    heads: tuple[Head, ...]
+    name: str = ""
+    roles: dict[Head, str] = field(default_factory=dict)
+    edges: tuple[Edge, ...] = ()
+    mlps: tuple[int, ...] = ()
+    description: str = ""
+
+    def __post_init__(self):
+        roles = {as_head(h): str(r) for h, r in dict(self.roles).items()}
+        heads = set(map(as_head, self.heads))
+        if not set(roles) <= heads:
+            raise ValueError(f"roles given for heads not in the circuit: {sorted(set(roles) - heads)}")
+        edges = set(map(_as_edge, self.edges))
+        strangers = {h for e in edges for h in (e.sender, e.receiver) if h is not None} - heads
+        if strangers:
+            raise ValueError(f"edges touch heads not in the circuit: {sorted(strangers)}")
+        object.__setattr__(self, "heads", tuple(sorted(heads)))
+        object.__setattr__(self, "roles", dict(sorted(roles.items())))
+        object.__setattr__(self, "edges", tuple(sorted(edges, key=_edge_key)))
+        object.__setattr__(self, "mlps", tuple(sorted(set(map(int, self.mlps)))))
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def __iter__(self):
+        return iter(self.heads)
+
+    def __contains__(self, h) -> bool:
+        return as_head(h) in set(self.heads)
+
+    def by_role(self) -> dict[str, list[Head]]:
+        """Role → heads (heads without a role are left out)."""
+        out: dict[str, list[Head]] = {}
+        for h, r in self.roles.items():
+            out.setdefault(r, []).append(h)
+        return out
+
+    def head_mask(self, n_layers: int, n_heads: int) -> torch.Tensor:
+        """Bool [n_layers, n_heads], True for circuit heads; fails if a head lies outside the model."""
+        outside = [head_name(h) for h in self.heads if h[0] >= n_layers or h[1] >= n_heads]
+        if outside:
+            raise ValueError(f"circuit {self.name or ''} has heads outside a {n_layers}x{n_heads} model: "
+                             f"{', '.join(outside)}")
+        mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
+        for layer, head in self.heads:
+            mask[layer, head] = True
+        return mask
+
+    @classmethod
+    def from_mask(cls, mask: torch.Tensor, **kwargs) -> "Circuit":
+        return cls(heads=tuple(map(tuple, mask.nonzero().tolist())), **kwargs)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description,
+                "heads": [head_name(h) for h in self.heads],
+                "roles": {head_name(h): r for h, r in self.roles.items()},
+                "edges": [[head_name(e.sender), None if e.receiver is None else head_name(e.receiver),
+                           e.component] for e in self.edges],
+                "mlps": list(self.mlps)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Circuit":
+        unknown = set(d) - {"name", "description", "heads", "roles", "edges", "mlps"}
+        if unknown or "heads" not in d:
+            raise ValueError(f"not a circuit: expected keys heads/roles/edges/mlps/name/description, "
+                             f"got {sorted(d)}")
+        return cls(heads=tuple(d["heads"]), name=d.get("name", ""), roles=d.get("roles", {}),
+                   edges=tuple(d.get("edges", ())), mlps=tuple(d.get("mlps", ())),
+                   description=d.get("description", ""))
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Circuit":
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json(indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Circuit":
+        return cls.from_json(Path(path).read_text())
+
+
+def _edge_key(e: Edge):
+    return (e.sender, e.receiver or (1 << 30, 0), e.component)
+
+
+def as_circuit(c: "Circuit | Iterable[HeadLike]") -> Circuit:
+    return c if isinstance(c, Circuit) else Circuit(heads=tuple(c))
+
+
+def overlap(circuit: "Circuit | Iterable[HeadLike]", reference: "Circuit | Iterable[HeadLike]") -> dict:
+    """Head-set agreement: TPR/recall |C∩R|/|R|, precision |C∩R|/|C|, IoU |C∩R|/|C∪R| (nan when 0/0)."""
+    c, r = set(as_circuit(circuit).heads), set(as_circuit(reference).heads)
+    tp = len(c & r)
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    return {"tpr": ratio(tp, len(r)), "recall": ratio(tp, len(r)), "precision": ratio(tp, len(c)),
+            "iou": ratio(tp, len(c | r)), "true_positives": tp, "false_positives": len(c - r),
+            "false_negatives": len(r - c), "n_circuit": len(c), "n_reference": len(r)}
+
+
+# --- Reference circuits for GPT-2 small (method.md §6) ---------------------------------------------------
+def _heads(spec: str) -> list[str]:
+    return spec.split()
+
+
+_IOI_WANG_ROLES = {
+    "name mover": "9.9 9.6 10.0",
+    "backup name mover": "9.0 9.7 10.1 10.2 10.6 10.10 11.2 11.9",
+    "negative name mover": "10.7 11.10",
+    "s-inhibition": "7.3 7.9 8.6 8.10",
+    "induction": "5.5 5.8 5.9 6.9",
+    "duplicate token": "0.1 0.10 3.0",
+    "previous token": "2.2 4.11",
+}
+
+
+def _ioi_wang() -> Circuit:
+    roles = {h: role for role, spec in _IOI_WANG_ROLES.items() for h in _heads(spec)}
+    return Circuit(heads=tuple(roles), roles=roles, name="ioi_wang",
+                   description="IOI circuit of GPT-2 small, Wang et al. 2022 (26 heads, roles as published)")
+
+
+def _ioi_app_pp() -> Circuit:
+    heads = _heads("0.1 0.10 3.0 4.3 4.11 5.5 5.8 5.9 6.0 6.9 7.1 7.3 7.9 8.6 8.10 9.6 9.7 9.9 10.0 10.7 "
+                   "11.10")
+    return Circuit(heads=tuple(heads), name="ioi_app_pp",
+                   description="IOI circuit of GPT-2 small found by dense path patching in the APP paper "
+                               "(Andersen et al. 2025; 21 heads, no roles published)")
+
+
+def _greater_than() -> Circuit:
+    heads = _heads("5.1 5.5 6.9 7.10 8.8 8.11 9.1")
+    return Circuit(heads=tuple(heads), roles={h: "year mover (attends from END to YY)" for h in heads},
+                   mlps=(8, 9, 10, 11), name="greater_than_hanna",
+                   description="Greater-Than circuit of GPT-2 small, Hanna et al. 2023: attention heads that "
+                               "move the YY year to the END position, and MLPs 8-11 that compute the answer")
+
+
+_REFERENCES = {"ioi_wang": _ioi_wang, "ioi_app_pp": _ioi_app_pp, "greater_than_hanna": _greater_than}
+REFERENCE_NAMES = tuple(_REFERENCES)
+
+
+def reference_circuit(name: str) -> Circuit:
+    """A published GPT-2 small circuit: "ioi_wang", "ioi_app_pp" or "greater_than_hanna"."""
+    if name not in _REFERENCES:
+        raise ValueError(f"unknown reference circuit {name!r}; known: {', '.join(REFERENCE_NAMES)}")
+    return _REFERENCES[name]()

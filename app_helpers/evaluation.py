@@ -1,0 +1,178 @@
+"""Circuit evaluation: Perf % = 100 · LD(circuit) / LD(full model) (method.md §4).
+
+LD(circuit) runs the clean prompts with every head outside the circuit replaced, at all positions, by
+- ``"mean"`` (the paper's choice): its mean output z over the corrupted prompts of the same template
+  group, per position;
+- ``"resample"`` (corrupt patching): its output z on the prompt's own corrupted counterpart.
+Circuit heads keep their clean values and MLPs are always recomputed, never ablated.
+
+Many circuits are evaluated together: each forward pass stacks (circuit, prompt) rows along the batch
+with a per-row head mask, and only the prediction position is unembedded. The corrupted activations are
+computed once per (model, task, ablation) and cached (``clear_evaluation_cache`` after changing weights).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterable, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .circuits import Circuit, HeadLike, as_circuit
+from .hooks import final_residual, logits_at, model_device
+from .metrics import metric_fn
+from .tasks.data import TaskData
+
+ABLATIONS = {
+    "mean": "mean z over the corrupted prompts of the same template group, per position",
+    "resample": "z from the prompt's own corrupted counterpart (corrupt patching)",
+}
+CircuitLike = Union[Circuit, Tensor, Iterable[HeadLike]]
+
+
+@dataclass(frozen=True)
+class CircuitResult:
+    """One circuit's evaluation. ``ld_*`` are means of the task metric (logit difference by default)."""
+
+    perf: float  # 100 * ld_circuit / ld_full
+    ld_circuit: float
+    ld_full: float
+    ld_corrupted: float
+    n_heads: int
+    ablation: str
+    name: str = ""
+
+    @property
+    def corrupted_perf(self) -> float:
+        """Perf of the fully corrupted run, the reference point for a circuit that explains nothing."""
+        return _perf(self.ld_corrupted, self.ld_full)
+
+
+class CircuitEvaluator:
+    """Evaluates circuits of one model on one task; holds the clean/corrupted baselines and ablation values."""
+
+    def __init__(self, model, task: TaskData, ablation: str = "mean", metric: str | None = None,
+                 max_batch: int = 256):
+        if ablation not in ABLATIONS:
+            raise ValueError(f"unknown ablation {ablation!r}; choose one of {list(ABLATIONS)}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be positive, got {max_batch}")
+        self.model, self.ablation, self.max_batch = model, ablation, max_batch
+        self.metric_name = metric or task.metric
+        self._metric = metric_fn(self.metric_name)
+        self.task = task.to(model_device(model))
+        self.n_layers, self.n_heads = model.cfg.n_layers, model.cfg.n_heads
+        if int(task.clean_tokens.max()) >= model.cfg.d_vocab:
+            raise ValueError(f"task {task.name!r} holds token ids beyond the model's vocabulary "
+                             f"({model.cfg.d_vocab}); build it with this model's tokenizer")
+        t = self.task
+        with torch.inference_mode():
+            z: list[Tensor | None] = [None] * self.n_layers
+            corrupted = self._final_logits(t.corrupted_tokens, t.end_pos, [
+                (f"blocks.{layer}.attn.hook_z", self._store(z, layer)) for layer in range(self.n_layers)])
+            clean = self._final_logits(t.clean_tokens, t.end_pos)
+            self.ld_full = self._metric(clean, t.answers).mean().item()
+            self.ld_corrupted = self._metric(corrupted, t.answers).mean().item()
+            if ablation == "mean":
+                self._source, self._row = [_group_means(zl, t.groups, t.n_groups) for zl in z], t.groups
+            else:
+                self._source, self._row = z, torch.arange(len(t), device=t.device)
+
+    def _final_logits(self, tokens: Tensor, end_pos: Tensor, fwd_hooks=()) -> Tensor:
+        """Logits [batch, vocab] at ``end_pos`` only (the unembedding is skipped everywhere else)."""
+        return logits_at(self.model, final_residual(self.model, tokens, fwd_hooks), end_pos)
+
+    @staticmethod
+    def _store(out: list, layer: int):
+        def hook(z: Tensor, hook) -> None:
+            out[layer] = z.detach().clone()
+        return hook
+
+    def head_masks(self, circuits: Sequence[CircuitLike]) -> Tensor:
+        """Bool [C, n_layers, n_heads]: True = the head keeps its clean value."""
+        masks = []
+        for c in circuits:
+            if isinstance(c, Tensor):
+                if c.shape != (self.n_layers, self.n_heads):
+                    raise ValueError(f"a head mask must be [{self.n_layers}, {self.n_heads}], got {tuple(c.shape)}")
+                masks.append(c.bool().cpu())
+            else:
+                masks.append(as_circuit(c).head_mask(self.n_layers, self.n_heads))
+        return torch.stack(masks) if masks else torch.zeros(0, self.n_layers, self.n_heads, dtype=torch.bool)
+
+    def scores(self, masks: Tensor) -> Tensor:
+        """Per-prompt metric [C, n] of the clean run with heads outside each mask ablated."""
+        t, n = self.task, len(self.task)
+        masks = masks.to(t.device)
+        with torch.inference_mode():
+            out = torch.empty(len(masks) * n, device=t.device)
+            for start in range(0, len(out), self.max_batch):
+                rows = torch.arange(start, min(start + self.max_batch, len(out)), device=t.device)
+                prompts, keep = rows % n, masks[rows // n]
+                seq = int(t.lengths[prompts].max())
+                hooks = [(f"blocks.{layer}.attn.hook_z", self._patch(keep[:, layer], layer, prompts, seq))
+                         for layer in range(self.n_layers) if not keep[:, layer].all()]
+                final = self._final_logits(t.clean_tokens[prompts, :seq], t.end_pos[prompts], hooks)
+                out[rows] = self._metric(final, t.answers.index(prompts)).float()
+        return out.view(len(masks), n)
+
+    def _patch(self, keep: Tensor, layer: int, prompts: Tensor, seq: int):
+        replacement = self._source[layer][self._row[prompts], :seq]
+        keep = keep[:, None, :, None]
+
+        def hook(z: Tensor, hook) -> Tensor:
+            return torch.where(keep, z, replacement)
+        return hook
+
+    def evaluate(self, circuits: Sequence[CircuitLike]) -> list[CircuitResult]:
+        circuits = list(circuits)
+        masks = self.head_masks(circuits)
+        lds = self.scores(masks).mean(1).tolist() if len(masks) else []
+        return [CircuitResult(perf=_perf(ld, self.ld_full), ld_circuit=ld, ld_full=self.ld_full,
+                              ld_corrupted=self.ld_corrupted, n_heads=int(m.sum()), ablation=self.ablation,
+                              name=c.name if isinstance(c, Circuit) else "")
+                for c, m, ld in zip(circuits, masks, lds)]
+
+
+def _group_means(z: Tensor, groups: Tensor, n_groups: int) -> Tensor:
+    """[n_groups, seq, heads, d_head] mean of z over each group's prompts, per position."""
+    sums = torch.zeros((n_groups, *z.shape[1:]), dtype=z.dtype, device=z.device).index_add_(0, groups, z)
+    counts = torch.bincount(groups, minlength=n_groups).clamp(min=1).to(z.dtype)
+    return sums / counts[:, None, None, None]
+
+
+def _perf(ld: float, ld_full: float) -> float:
+    return 100.0 * ld / ld_full if ld_full != 0 else float("nan")
+
+
+_CACHE: "OrderedDict[tuple, CircuitEvaluator]" = OrderedDict()
+_CACHE_SIZE = 4
+
+
+def get_evaluator(model, task: TaskData, ablation: str = "mean", metric: str | None = None) -> CircuitEvaluator:
+    """A cached ``CircuitEvaluator`` (the cache holds the model and task, so their ids stay valid)."""
+    key = (id(model), id(task), ablation, metric or task.metric)
+    if key not in _CACHE:
+        _CACHE[key] = CircuitEvaluator(model, task, ablation, metric)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    return _CACHE[key]
+
+
+def clear_evaluation_cache() -> None:
+    """Forget cached baselines and ablation values (needed after a model's weights change)."""
+    _CACHE.clear()
+
+
+def evaluate_circuits(model, task: TaskData, circuits: Sequence[CircuitLike], ablation: str = "mean",
+                      metric: str | None = None) -> list[CircuitResult]:
+    """Evaluate many circuits in batched forward passes (circuits: ``Circuit``, head lists or bool masks)."""
+    return get_evaluator(model, task, ablation, metric).evaluate(circuits)
+
+
+def evaluate_circuit(model, task: TaskData, circuit: CircuitLike, ablation: str = "mean",
+                     metric: str | None = None) -> CircuitResult:
+    """Perf % of one circuit; see the module docstring for the ablations."""
+    return evaluate_circuits(model, task, [circuit], ablation, metric)[0]

@@ -1,0 +1,98 @@
+"""Task metrics on logits, and the normalised patching metric.
+
+``logit_diff`` / ``prob_diff`` take ``logits`` in one of two explicit forms:
+- full logits ``[n, seq, vocab]`` (a model's output): each prompt's row at ``task.end_pos`` is used;
+- final logits ``[n, vocab]``: already taken at each prompt's prediction position;
+and return one value per prompt ``[n]``; take ``.mean()`` for the dataset value (the paper's LD).
+``task_metric(task)`` is the form the path-patching engine and evaluation use: final logits with any
+leading batch dimensions ``[..., n, vocab]`` → ``[..., n]``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .tasks.data import Answers, TaskData
+
+
+def final_logits(logits: Tensor, task: TaskData) -> Tensor:
+    """``[n, vocab]`` logits at each prompt's prediction position (see the module docstring)."""
+    n = len(task)
+    if logits.ndim == 3 and logits.shape[0] == n:
+        return logits[torch.arange(n, device=logits.device), task.end_pos.to(logits.device)]
+    if logits.ndim == 2 and logits.shape[0] == n:
+        return logits
+    raise ValueError(f"logits must be [n={n}, seq, vocab] or [n={n}, vocab], got {tuple(logits.shape)}")
+
+
+def _set_sum(values: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+    """Sum of ``values`` [..., n, vocab] over each prompt's id set (``ids``/``mask`` [n, k]) → [..., n]."""
+    ids = ids.to(values.device).expand(*values.shape[:-2], *ids.shape)
+    return (values.gather(-1, ids) * mask.to(values.device)).sum(-1)
+
+
+def _set_mean(values: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+    return _set_sum(values, ids, mask) / mask.to(values.device).sum(-1)
+
+
+def answer_logit_diff(final: Tensor, answers: Answers) -> Tensor:
+    """Mean logit over the correct answers minus mean logit over the wrong ones: [..., n, vocab] → [..., n]."""
+    final = final.float()
+    return (_set_mean(final, answers.correct_ids, answers.correct_mask)
+            - _set_mean(final, answers.wrong_ids, answers.wrong_mask))
+
+
+def answer_prob_diff(final: Tensor, answers: Answers) -> Tensor:
+    """Total probability of the correct answers minus that of the wrong ones (Hanna et al.'s metric)."""
+    probs = final.float().softmax(-1)
+    return (_set_sum(probs, answers.correct_ids, answers.correct_mask)
+            - _set_sum(probs, answers.wrong_ids, answers.wrong_mask))
+
+
+#: metric name (``TaskData.metric``) → function of (final logits [..., n, vocab], the n prompts' answers).
+METRICS: dict[str, Callable[[Tensor, Answers], Tensor]] = {
+    "logit_diff": answer_logit_diff,
+    "prob_diff": answer_prob_diff,
+}
+
+
+def logit_diff(logits: Tensor, task: TaskData) -> Tensor:
+    """Per-prompt logit difference [n] (single answers: logit(correct) - logit(wrong))."""
+    return answer_logit_diff(final_logits(logits, task), task.answers)
+
+
+def prob_diff(logits: Tensor, task: TaskData) -> Tensor:
+    """Per-prompt probability difference [n] (Greater-Than: P(year > YY) - P(year < YY))."""
+    return answer_prob_diff(final_logits(logits, task), task.answers)
+
+
+def task_metric(task: TaskData, name: str | None = None) -> Callable[[Tensor], Tensor]:
+    """The task's metric (``task.metric`` unless ``name`` is given) on final logits [..., n, vocab] → [..., n]."""
+    fn, answers = metric_fn(name or task.metric), task.answers
+
+    def metric(final: Tensor) -> Tensor:
+        if final.ndim < 2 or final.shape[-2] != len(task):
+            raise ValueError(f"expected final logits [..., n={len(task)}, vocab], got {tuple(final.shape)}")
+        return fn(final, answers)
+    return metric
+
+
+def metric_fn(name: str) -> Callable[[Tensor, Answers], Tensor]:
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose one of {list(METRICS)}")
+    return METRICS[name]
+
+
+def normalised_metric(patched, clean, corrupted):
+    """(patched - clean) / (clean - corrupted): 0 = behaves as clean, -1 = as bad as full corruption.
+
+    Works on floats or tensors (elementwise); raises if the clean and corrupted values are equal, because
+    then the task does not separate them on this model and no patching effect can be measured.
+    """
+    gap = clean - corrupted
+    if (torch.as_tensor(gap) == 0).any():
+        raise ValueError(f"clean ({clean}) and corrupted ({corrupted}) metric values are equal: the model does "
+                         "not tell clean from corrupted prompts, so the normalised metric is undefined")
+    return (patched - clean) / gap

@@ -1,0 +1,91 @@
+"""Metrics on hand-made logits: logit difference, probability difference, the normalised metric."""
+import math
+
+import pytest
+import torch
+
+from app_helpers.metrics import final_logits, logit_diff, normalised_metric, prob_diff, task_metric
+from app_helpers.tasks import make_task
+
+
+@pytest.fixture(scope="module")
+def ioi(word_tok):
+    return make_task("ioi", word_tok, 6, seed=0)
+
+
+@pytest.fixture(scope="module")
+def gt(word_tok):
+    return make_task("greater_than", word_tok, 4, seed=0, metric="prob_diff")
+
+
+def full_logits(task, vocab, fill_end):
+    """[n, seq, vocab] zeros, with ``fill_end(row_logits, i)`` applied at each prompt's END position."""
+    logits = torch.zeros(len(task), task.clean_tokens.shape[1], vocab)
+    for i in range(len(task)):
+        fill_end(logits[i, int(task.end_pos[i])], i)
+    return logits
+
+
+def test_logit_diff_by_hand(ioi, word_tok):
+    vocab = len(word_tok)
+
+    def fill(row, i):
+        row[int(ioi.correct[i])] = 3.0 + i
+        row[int(ioi.wrong[i])] = 1.0
+
+    logits = full_logits(ioi, vocab, fill)
+    expected = torch.tensor([2.0 + i for i in range(6)])
+    assert torch.allclose(logit_diff(logits, ioi), expected)
+    final = final_logits(logits, ioi)
+    assert final.shape == (6, vocab) and torch.allclose(logit_diff(final, ioi), expected)
+    # garbage at other positions (e.g. padding) does not matter
+    logits[:, 0] = 100.0
+    assert torch.allclose(logit_diff(logits, ioi), expected)
+
+
+def test_set_valued_answers_use_the_mean_logit_and_total_probability(gt, word_tok):
+    vocab = len(word_tok)
+    a = gt.answers
+    n_correct, n_wrong = a.correct_mask.sum(1).float(), a.wrong_mask.sum(1).float()
+
+    def fill(row, i):
+        row[a.correct_ids[i][a.correct_mask[i]]] = 2.0
+        row[a.wrong_ids[i][a.wrong_mask[i]]] = -1.0
+
+    logits = full_logits(gt, vocab, fill)
+    assert torch.allclose(logit_diff(logits, gt), torch.full((4,), 3.0))
+    # uniform logits: P(correct set) - P(wrong set) = (|C| - |W|) / vocab
+    uniform = torch.zeros(4, vocab)
+    assert torch.allclose(prob_diff(uniform, gt), (n_correct - n_wrong) / vocab)
+    # by hand for prompt 0: each correct year has weight e^2, each wrong one e^-1, the rest e^0
+    z = n_correct[0] * math.e ** 2 + n_wrong[0] * math.e ** -1 + (vocab - n_correct[0] - n_wrong[0])
+    expected0 = (n_correct[0] * math.e ** 2 - n_wrong[0] * math.e ** -1) / z
+    assert prob_diff(logits, gt)[0].item() == pytest.approx(expected0.item(), rel=1e-5)
+
+
+def test_task_metric_takes_final_logits_with_leading_dims(gt, word_tok):
+    final = torch.randn(3, 4, len(word_tok), generator=torch.Generator().manual_seed(0))
+    metric = task_metric(gt)  # the task's own metric: prob_diff
+    batched = metric(final)
+    assert batched.shape == (3, 4)
+    assert torch.allclose(batched, torch.stack([prob_diff(f, gt) for f in final]))
+    assert torch.allclose(task_metric(gt, "logit_diff")(final[1]), logit_diff(final[1], gt))
+    with pytest.raises(ValueError, match=r"final logits \[..., n=4, vocab\]"):
+        metric(final[:, :3])
+
+
+def test_normalised_metric():
+    assert normalised_metric(2.0, clean=2.0, corrupted=0.5) == 0.0
+    assert normalised_metric(0.5, clean=2.0, corrupted=0.5) == -1.0
+    assert normalised_metric(1.25, clean=2.0, corrupted=0.5) == -0.5
+    out = normalised_metric(torch.tensor([2.0, 0.5]), torch.tensor(2.0), torch.tensor(0.5))
+    assert out.tolist() == [0.0, -1.0]
+    with pytest.raises(ValueError, match="equal"):
+        normalised_metric(1.0, clean=1.0, corrupted=1.0)
+
+
+def test_wrong_shapes_are_rejected(ioi, word_tok):
+    with pytest.raises(ValueError, match=r"\[n=6, seq, vocab\] or \[n=6, vocab\]"):
+        logit_diff(torch.zeros(5, len(word_tok)), ioi)
+    with pytest.raises(ValueError, match="unknown metric"):
+        task_metric(ioi, "accuracy")
