@@ -227,3 +227,93 @@ def find_cliff(sparsities, perfs, rule: str = "first", fallback: float = FALLBAC
 def merge(*head_sets) -> frozenset[tuple[int, int]]:
     """APP's search space: the union of the kept sets (the paper's "Merged", the authors' "hybrid")."""
     return frozenset().union(*head_sets)
+
+
+def score_heads(model, task, methods=METHODS, batch_size: int = 64) -> dict[str, HeadScores]:
+    """Vanilla FLAP and/or Contrastive-FLAP scores of every head on ``task`` (a ``TaskData``).
+
+    Statistics run over the real tokens (``task.attention_mask``) of the clean prompts and, for
+    Contrastive-FLAP, of the corrupted prompts: one streamed forward pass each.
+    """
+    if task is None or len(task) == 0:
+        raise ValueError("scoring needs a task with at least one prompt; build one with make_task(...)")
+    return score_heads_from_tokens(model, task.clean_tokens, task.corrupted_tokens, task.attention_mask,
+                                   task.attention_mask, methods, batch_size)
+
+
+@dataclass
+class SweepResult:
+    """Perf % of the pruned model at each sparsity, and the cliff chosen on that curve."""
+
+    method: str
+    sparsities: list[float]
+    kept: list[frozenset]
+    perfs: list[float]
+    cliff: Cliff
+
+    def at(self, sparsity: float) -> tuple[frozenset, float]:
+        """Kept heads and Perf at the sweep point nearest to ``sparsity``."""
+        i = min(range(len(self.sparsities)), key=lambda j: abs(self.sparsities[j] - sparsity))
+        return self.kept[i], self.perfs[i]
+
+
+def sparsity_sweep(model, task, scores: HeadScores, sparsities=DEFAULT_SPARSITIES, rule: str = "first",
+                   ablation: str = "mean") -> SweepResult:
+    """Prune at each sparsity, evaluate the pruned model (pruned heads ablated), find the cliff.
+
+    All pruned models are evaluated in one batched call; heads that survive keep their clean values.
+    """
+    sparsities = _checked(sparsities)
+    return _evaluate_sweep(model, task, scores.method, sparsities, [prune(scores, p) for p in sparsities],
+                           rule, ablation)
+
+
+def merged_sweep(model, task, sweeps: list[SweepResult], rule: str = "first",
+                 ablation: str = "mean") -> SweepResult:
+    """The union of several methods' kept sets at each common sparsity, evaluated the same way."""
+    sparsities = sweeps[0].sparsities
+    if any(s.sparsities != sparsities for s in sweeps):
+        raise ValueError("sweeps to merge must share their sparsity grid")
+    kept = [merge(*(s.kept[i] for s in sweeps)) for i in range(len(sparsities))]
+    return _evaluate_sweep(model, task, "merged", sparsities, kept, rule, ablation)
+
+
+def _checked(sparsities) -> list[float]:
+    sparsities = [float(p) for p in sparsities]
+    for p in sparsities:
+        check_sparsity(p)
+    return sparsities
+
+
+def _evaluate_sweep(model, task, method, sparsities, kept, rule, ablation) -> SweepResult:
+    from .evaluation import evaluate_circuits
+
+    perfs = [r.perf for r in evaluate_circuits(model, task, [sorted(k) for k in kept], ablation)]
+    return SweepResult(method, sparsities, kept, perfs, find_cliff(sparsities, perfs, rule))
+
+
+@dataclass
+class PruningResult:
+    """Everything the pruning stage decided: scores, sweeps (per method and of the union at equal
+    sparsity), the sparsity used per method, the kept sets and their union — APP's search space."""
+
+    scores: dict[str, HeadScores]
+    sweeps: dict[str, SweepResult]
+    sparsity: dict[str, float]
+    kept: dict[str, frozenset]
+    merged: frozenset
+    n_heads_total: int
+
+
+def prune_for_app(model, task, sparsities=DEFAULT_SPARSITIES, rule: str = "first",
+                  sparsity: dict[str, float] | None = None, ablation: str = "mean",
+                  batch_size: int = 64) -> PruningResult:
+    """Score heads both ways, sweep, take each method's cliff (or ``sparsity[method]`` to override it),
+    and merge the two kept sets."""
+    scores = score_heads(model, task, METHODS, batch_size)
+    sweeps = {m: sparsity_sweep(model, task, scores[m], sparsities, rule, ablation) for m in METHODS}
+    sweeps["merged"] = merged_sweep(model, task, [sweeps[m] for m in METHODS], rule, ablation)
+    chosen = {m: float((sparsity or {}).get(m, sweeps[m].cliff.sparsity)) for m in METHODS}
+    kept = {m: prune(scores[m], chosen[m]) for m in METHODS}
+    total = model.cfg.n_layers * model.cfg.n_heads
+    return PruningResult(scores, sweeps, chosen, kept, merge(*kept.values()), total)
