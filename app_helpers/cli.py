@@ -1,8 +1,9 @@
-"""Command line: ``python -m app_helpers info`` (later issues add ``run`` and ``bench``)."""
+"""Command line: ``info`` (which model, how big), ``run`` (dense PP vs APP on a task), ``bench``."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import models
 
@@ -24,16 +25,87 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    """Dense path patching and APP side by side; table on stdout, JSON and PNG figures in ``--out``."""
+    import torch
+
+    from . import report
+    from .circuits import reference_circuit
+    from .pipeline import run_comparison
+
+    torch.manual_seed(args.seed)
+    try:
+        bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
+        choice = models.choose_model(args.model)
+        references = _references_for(choice.location, args.task, reference_circuit)
+        comparison = run_comparison(bridge, args.task, n=args.n, seed=args.seed, eval_n=args.eval_n,
+                                    model_name=choice.spec if choice.spec != models.AUTO else choice.location,
+                                    references=references, show_progress=not args.quiet)
+    except (models.ModelLoadError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report.comparison_table(comparison))
+    out = Path(args.out)
+    report.write_json_atomic(report.comparison_record(comparison), out / "comparison.json")
+    figures = report.save_figures(comparison, out, bridge.cfg.n_layers, bridge.cfg.n_heads)
+    print(f"wrote {out / 'comparison.json'} and {len(figures)} figures to {out}/")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    """Print the benchmark table (engine vs naive, APP vs dense, FLOPs, pipeline time, GPT-2 scale)."""
+    from .bench import run_bench
+
+    try:
+        bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
+    except (models.ModelLoadError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(run_bench(bridge, models.choose_model(args.model).location, args.task, args.n, args.eval_n,
+                    args.seed, grid=not args.no_grid, gpt2=not args.no_gpt2))
+    return 0
+
+
+def _references_for(location: str, task: str, reference_circuit) -> dict:
+    """Published circuits apply to GPT-2 small only."""
+    if location != "gpt2":
+        return {}
+    names = {"ioi": ["ioi_app_pp", "ioi_wang"], "greater_than": ["greater_than_hanna"]}.get(task, [])
+    return {name: reference_circuit(name) for name in names}
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=models.AUTO,
+                        help="'auto', a hub name (gpt2), a local model directory, a bundled name, or "
+                             f"{models.RANDOM_GPT2!r} (default: auto)")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    parser.add_argument("--dtype", default=None, help="float32 (default), float16 or bfloat16")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app_helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="show the chosen model, its size and device")
-    info.add_argument("--model", default=models.AUTO,
-                      help="'auto', a hub name (gpt2), a local model directory, a bundled name, or "
-                           f"{models.RANDOM_GPT2!r} (default: auto)")
-    info.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    info.add_argument("--dtype", default=None, help="float32 (default), float16 or bfloat16")
+    _model_options(info)
     info.set_defaults(func=cmd_info)
+    run = sub.add_parser("run", help="dense path patching vs APP on a task: table, JSON, figures")
+    _model_options(run)
+    run.add_argument("--task", default="ioi", help="ioi, greater_than, gendered_pronouns, induction, docstring")
+    run.add_argument("--n", type=int, default=100, help="prompts used for scoring and search (default 100)")
+    run.add_argument("--eval-n", type=int, default=200, help="held-out prompts for Perf (default 200)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the search prompts (held-out: seed+1000)")
+    run.add_argument("--out", default="out/run", help="folder for comparison.json and the PNG figures")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+    bench = sub.add_parser("bench", help="print the speed table (engine vs naive, APP vs dense, GPT-2 scale)")
+    _model_options(bench)
+    bench.add_argument("--task", default="ioi")
+    bench.add_argument("--n", type=int, default=100)
+    bench.add_argument("--eval-n", type=int, default=200)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--no-grid", action="store_true", help="skip the naive 16-run grid (the slowest row)")
+    bench.add_argument("--no-gpt2", action="store_true", help="skip the GPT-2-shaped row")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

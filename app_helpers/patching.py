@@ -73,6 +73,22 @@ class _PatchingBase:
             self.cost.flops_lower_bound += n * T * ((receiver_layer - sender[0]) * layer_flops + self._qkv_flops)
         self.cost.flops_lower_bound += n * (T * (end - receiver_layer) * layer_flops + unembed_flops(self.cfg))
 
+    @classmethod
+    def from_task(cls, model, task, **kwargs):
+        """An engine for a ``TaskData``: its tokens, prediction positions and metric (per-prompt answers)."""
+        from .metrics import metric_fn
+        from .tasks.data import Answers
+
+        fn = metric_fn(task.metric)
+        answers = task.answers.to(model_device(model))
+
+        def metric(logits):  # [..., n, vocab] → [..., n]: tile each prompt's answers over the stacked blocks
+            n, vocab = logits.shape[-2:]
+            blocks = logits.numel() // (n * vocab)
+            tiled = Answers(*(t.repeat(blocks, 1) for t in answers))
+            return fn(logits.reshape(-1, vocab), tiled).reshape(logits.shape[:-1])
+        return cls(model, task.clean_tokens, task.corrupted_tokens, task.end_pos, metric, **kwargs)
+
     def _set_baselines(self, ld_clean: float, ld_corrupted: float) -> None:
         self.ld_clean, self.ld_corrupted = ld_clean, ld_corrupted
         if abs(ld_clean - ld_corrupted) < 1e-6:
@@ -123,6 +139,7 @@ class NaivePathPatcher(_PatchingBase):
             _, corrupted_cache = self._full_forward(self.corrupted_tokens, cache=True)
             self._clean_z, self._corrupted_z = clean_cache, corrupted_cache
             self._set_baselines(self._full_ld(self.clean_tokens), self._full_ld(self.corrupted_tokens))
+        self.setup_cost = self.cost.copy()
 
     def _full_forward(self, tokens, hooks=(), cache=False):
         """A whole forward pass, logits at every position, as the authors' code runs it."""
@@ -206,6 +223,7 @@ class PathPatcher(_PatchingBase):
             self._clean_resid, self._clean_z, clean_final = self._cache_run(self.clean_tokens)
             _, self._corrupted_z, corrupted_final = self._cache_run(self.corrupted_tokens)
             self._set_baselines(float(self._ld(clean_final, 1)), float(self._ld(corrupted_final, 1)))
+        self.setup_cost = self.cost.copy()  # the clean and corrupted caches: needed by any method
 
     def _auto_chunk(self, memory_mb: float) -> int:
         """Senders per pass that keep the activations of one pass within ``memory_mb``."""

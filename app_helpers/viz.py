@@ -137,7 +137,8 @@ def circuit_graph(heads: Iterable[tuple[int, int]], edges: Iterable, n_layers: i
         sender, receiver, component = edge[0], edge[1], edge[2]
         if tuple(sender) not in heads:
             continue
-        end = (n_heads / 2 - 0.5, top) if receiver == "logits" else (receiver[1], receiver[0])
+        to_logits = receiver is None or receiver == "logits"
+        end = (n_heads / 2 - 0.5, top) if to_logits else (receiver[1], receiver[0])
         ax.annotate("", xy=end, xytext=(sender[1], sender[0]), zorder=2,
                     arrowprops=dict(arrowstyle="-|>", color=COMPONENT_COLOURS.get(component, "black"),
                                     lw=1.2, alpha=0.75, shrinkA=7, shrinkB=7,

@@ -1,0 +1,116 @@
+"""``python -m app_helpers bench``: the speed table, every ratio measured side by side in one run.
+
+Rows: the fast engine vs the naive reference (one search, then the whole 16-run grid, with a check that
+both find identical circuits), APP vs dense path patching on the fast engine, executed FLOPs vs the lower
+bound, the full APP pipeline's wall time, and a GPT-2-shaped random-weight model (a few receivers) so
+that the cost at GPT-2 scale is visible. Timings are wall-clock on this machine; nothing here is a test.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .gpt2_offline import GPT2_SMALL_SHAPE, random_gpt2
+from .patching import NaivePathPatcher, PathPatcher
+from .pipeline import run_comparison
+from .report import comparison_rows
+from .search import GRID_SCALES, GRID_THRESHOLDS, grid_search, search_circuit
+from .tasks import make_task
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def engine_vs_naive(model, task, grid: bool = True) -> list[tuple]:
+    """One search at the grid's first setting, then (optionally) the whole grid, on both engines."""
+    rows = []
+    scale, threshold = GRID_SCALES[0], GRID_THRESHOLDS[0]
+    (naive_run, naive_s) = _timed(lambda: search_circuit(NaivePathPatcher.from_task(model, task), None,
+                                                         scale, threshold))
+    (fast_run, fast_s) = _timed(lambda: search_circuit(PathPatcher.from_task(model, task), None, scale, threshold))
+    same = naive_run.heads == fast_run.heads and naive_run.edges == fast_run.edges
+    rows.append(("one search: naive vs engine", f"{naive_s:.1f} s", f"{fast_s:.1f} s", f"{naive_s / fast_s:.1f}x",
+                 f"same circuit: {same} ({len(fast_run.heads)} heads); passes {naive_run.cost.forward_passes}"
+                 f" vs {fast_run.cost.forward_passes}"))
+    if grid:
+        no_eval = lambda circuits: [0.0] * len(circuits)  # noqa: E731 - timing the search only
+        naive_grid, naive_gs = _timed(lambda: grid_search(NaivePathPatcher.from_task(model, task), no_eval))
+        fast_grid, fast_gs = _timed(lambda: grid_search(PathPatcher.from_task(model, task), no_eval))
+        same = all(a.heads == b.heads and a.edges == b.edges for a, b in zip(naive_grid.runs, fast_grid.runs))
+        rows.append(("16-run grid: naive vs engine", f"{naive_gs:.1f} s", f"{fast_gs:.1f} s",
+                     f"{naive_gs / fast_gs:.1f}x", f"same 16 circuits: {same}"))
+    return rows
+
+
+def app_vs_dense(model, task_name: str, n: int, eval_n: int, seed: int) -> tuple[list[tuple], object]:
+    """The full comparison (pruning, both grids, evaluation), timed end to end."""
+    comparison, seconds = _timed(lambda: run_comparison(model, task_name, n=n, seed=seed, eval_n=eval_n,
+                                                        show_progress=False))
+    table = {label: (d, a) for label, d, a in comparison_rows(comparison)}
+    d, a = comparison.dense.cost, comparison.app.cost
+    rows = [
+        ("APP vs dense: sender evaluations", f"{d.sender_evaluations}", f"{a.sender_evaluations}",
+         f"{d.sender_evaluations / max(1, a.sender_evaluations):.1f}x",
+         f"search space {comparison.pruning.n_heads_total} → {len(comparison.pruning.merged)} heads"),
+        ("APP vs dense: circuit", f"{len(comparison.dense.circuit)} heads", f"{len(comparison.app.circuit)} heads",
+         "", f"TPR vs dense {table['TPR vs dense PP'][1]:.2f}, Perf {comparison.dense.perf:.1f} vs "
+             f"{comparison.app.perf:.1f}"),
+        ("executed FLOPs / lower bound", _bound_ratio(comparison.dense), _bound_ratio(comparison.app), "",
+         "patching passes only (set-up caches excluded); 1.00 = no wasted layer"),
+        ("full APP pipeline (scores, sweep, 2 grids, eval)", "", f"{seconds:.1f} s", "",
+         f"pruning {comparison.pruning_cost.seconds:.1f} s, APP grid {a.seconds:.1f} s, dense grid {d.seconds:.1f} s"),
+    ]
+    return rows, comparison
+
+
+def _bound_ratio(run) -> str:
+    work = run.cost.flops - run.setup_cost.flops
+    return f"{work / run.cost.flops_lower_bound:.2f}" if run.cost.flops_lower_bound else "—"
+
+
+def gpt2_scale(n_prompts: int = 20, receivers=((9, 9), (10, 0)), sender_layers=(7, 8)) -> list[tuple]:
+    """GPT-2-small-shaped random model: the logits receiver and a few head receivers, senders restricted
+    to ``sender_layers`` so the naive side finishes in minutes on a CPU."""
+    model = random_gpt2(**GPT2_SMALL_SHAPE, n_ctx=64, seed=0)
+    task = make_task("ioi", model, n=n_prompts, seed=0)
+    senders = [(l, h) for l in sender_layers for h in range(model.cfg.n_heads)]
+
+    def work(engine):
+        engine.to_logits(senders)
+        for receiver in receivers:
+            for c in "qkv":
+                engine.to_head(receiver, c, senders)
+        return engine
+    naive, naive_s = _timed(lambda: work(NaivePathPatcher.from_task(model, task)))
+    fast, fast_s = _timed(lambda: work(PathPatcher.from_task(model, task)))
+    evaluations = fast.cost.sender_evaluations
+    return [("GPT-2-shaped (random), " + f"{len(senders)} senders x {1 + 3 * len(receivers)} receivers",
+             f"{naive_s:.1f} s", f"{fast_s:.1f} s", f"{naive_s / fast_s:.1f}x",
+             f"{evaluations} evaluations, N={n_prompts}; GFLOPs {naive.cost.flops / 1e9:.0f} vs "
+             f"{fast.cost.flops / 1e9:.0f}")]
+
+
+def format_table(rows: list[tuple]) -> str:
+    header = ("measurement", "baseline", "kit", "ratio", "notes")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
+    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def run_bench(model, model_name: str, task_name: str = "ioi", n: int = 100, eval_n: int = 200, seed: int = 0,
+              grid: bool = True, gpt2: bool = True) -> str:
+    """All benchmark rows for ``model`` (and the GPT-2-shaped row), as the printed table."""
+    torch.manual_seed(seed)
+    task = make_task(task_name, model, n=n, seed=seed)
+    rows = engine_vs_naive(model, task, grid)
+    comparison_rows_, _ = app_vs_dense(model, task_name, n, eval_n, seed)
+    rows += comparison_rows_
+    if gpt2:
+        rows += gpt2_scale()
+    title = (f"bench: {task_name} on {model_name}, N={n} (held-out {eval_n}), "
+             f"{torch.get_num_threads()} CPU threads" if model.cfg.device in (None, "cpu") else "")
+    return title + "\n" + format_table(rows)

@@ -1,0 +1,141 @@
+"""Presenting a ``Comparison``: the side-by-side table, a JSON record (written atomically), PNG figures."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from . import viz
+from .circuits import head_name
+from .pipeline import Comparison
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        return f"{value:.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def comparison_rows(c: Comparison) -> list[tuple[str, object, object]]:
+    """(label, dense value, APP value) rows; speed-ups are dense / APP, with and without pruning cost."""
+    ov = c.overlaps()
+    d, a = c.dense.cost, c.app.cost
+    with_pruning = a + c.pruning_cost
+    rows = [
+        ("heads in circuit", len(c.dense.circuit), len(c.app.circuit)),
+        ("search space (heads)", c.pruning.n_heads_total, len(c.pruning.merged)),
+        (f"Perf % (held-out, N={c.eval_n})", c.dense.perf, c.app.perf),
+        ("TPR vs dense PP", ov["dense PP"]["dense PP"]["tpr"], ov["APP"]["dense PP"]["tpr"]),
+        ("precision vs dense PP", ov["dense PP"]["dense PP"]["precision"], ov["APP"]["dense PP"]["precision"]),
+        ("IoU vs dense PP", ov["dense PP"]["dense PP"]["iou"], ov["APP"]["dense PP"]["iou"]),
+    ]
+    for ref in c.references:
+        rows.append((f"TPR vs {ref}", ov["dense PP"][ref]["tpr"], ov["APP"][ref]["tpr"]))
+    rows += [
+        ("sender evaluations (grid)", d.sender_evaluations, a.sender_evaluations),
+        ("forward passes executed", d.forward_passes, a.forward_passes),
+        ("GFLOPs executed", d.flops / 1e9, a.flops / 1e9),
+        ("seconds", d.seconds, a.seconds),
+        ("speed-up: evaluations", 1.0, _ratio(d.sender_evaluations, a.sender_evaluations)),
+        ("speed-up: GFLOPs", 1.0, _ratio(d.flops, a.flops)),
+        ("speed-up: seconds", 1.0, _ratio(d.seconds, a.seconds)),
+        ("pruning: GFLOPs / seconds", "", f"{c.pruning_cost.flops / 1e9:.2f} / {c.pruning_cost.seconds:.1f}"),
+        ("speed-up incl. pruning: GFLOPs", 1.0, _ratio(d.flops, with_pruning.flops)),
+        ("speed-up incl. pruning: seconds", 1.0, _ratio(d.seconds, with_pruning.seconds)),
+    ]
+    return rows
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def comparison_table(c: Comparison) -> str:
+    """The table ``python -m app_helpers run`` prints."""
+    rows = comparison_rows(c)
+    width = max(len(r[0]) for r in rows) + 2
+    lines = [f"{c.task} on {c.model or 'model'} — {c.n} prompts searched, {c.eval_n} held out, seed {c.seed}",
+             f"{'':<{width}}{'dense PP':>14}{'APP':>14}"]
+    lines += [f"{label:<{width}}{_fmt(dv):>14}{_fmt(av):>14}" for label, dv, av in rows]
+    lines.append(f"dense circuit: {' '.join(map(head_name, c.dense.circuit.heads)) or '(empty)'}")
+    lines.append(f"APP circuit:   {' '.join(map(head_name, c.app.circuit.heads)) or '(empty)'}")
+    return "\n".join(lines)
+
+
+def comparison_record(c: Comparison) -> dict:
+    """Everything needed to reproduce and check the numbers, as plain JSON types."""
+    def run(r):
+        return {"circuit": r.circuit.to_dict(), "perf": r.perf, "cost": r.cost.as_dict(),
+                "candidates": None if r.candidates is None else sorted(map(head_name, r.candidates)),
+                "grid": [{"scale": g.scale, "min_value_threshold": g.min_value_threshold,
+                          "heads": [head_name(h) for h in g.heads], "perf": p, "capped": g.capped,
+                          "sender_evaluations": g.cost.sender_evaluations}
+                         for g, p in zip(r.grid.runs, r.grid.perfs)],
+                "pareto_rule": r.grid.rule}
+    p = c.pruning
+    return {
+        "model": c.model, "task": c.task, "n": c.n, "eval_n": c.eval_n, "seed": c.seed,
+        "pruning": {
+            "sparsity": p.sparsity, "merged": sorted(map(head_name, p.merged)),
+            "kept": {m: sorted(map(head_name, k)) for m, k in p.kept.items()},
+            "scores": {m: s.scores.tolist() for m, s in p.scores.items()},
+            "sweeps": {m: {"sparsities": s.sparsities, "perfs": s.perfs, "cliff": s.cliff.sparsity,
+                           "cliff_rule": s.cliff.rule} for m, s in p.sweeps.items()},
+            "cost": c.pruning_cost.as_dict()},
+        "dense": run(c.dense), "app": run(c.app),
+        "overlaps": c.overlaps(),
+        "table": [[label, dv, av] for label, dv, av in comparison_rows(c)],
+    }
+
+
+def write_json_atomic(data: dict, path: Path) -> Path:
+    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, default=float)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_figures(c: Comparison, out_dir: Path, n_layers: int, n_heads: int) -> list[Path]:
+    """Score heatmaps, sweep curves, kept sets, both circuits as graphs, and the cost bars, as PNG."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    p = c.pruning
+    figures = {
+        "scores_flap": viz.head_heatmap(p.scores["flap"].scores, "vanilla FLAP head scores", diverging=False),
+        "scores_contrastive": viz.head_heatmap(p.scores["contrastive"].scores, "Contrastive-FLAP head scores",
+                                               diverging=False),
+        "sweep": viz.sweep_curves(list(p.sweeps.values())),
+        "kept": viz.kept_heatmap({"FLAP": p.kept["flap"], "Contrastive": p.kept["contrastive"]}, n_layers,
+                                 n_heads, title="heads kept at each method's cliff",
+                                 outlined=c.dense.circuit.heads),
+        "circuit_dense": viz.circuit_graph(c.dense.circuit.heads, c.dense.circuit.edges, n_layers, n_heads,
+                                           title=f"dense PP circuit ({len(c.dense.circuit)} heads)"),
+        "circuit_app": viz.circuit_graph(c.app.circuit.heads, c.app.circuit.edges, n_layers, n_heads,
+                                         title=f"APP circuit ({len(c.app.circuit)} heads)"),
+        "costs": viz.cost_bars({"dense PP": c.dense.cost, "APP": c.app.cost,
+                                "APP + pruning": c.app.cost + c.pruning_cost}),
+        "logits_patching_app": viz.head_heatmap(c.app.grid.best.scores["logits"],
+                                                "APP: path patching to the logits"),
+    }
+    paths = []
+    for name, fig in figures.items():
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,57 @@
+"""APP end to end on a tiny random model: restriction holds, costs add up, outputs are written."""
+import json
+
+import pytest
+
+from app_helpers import report
+from app_helpers.cli import main
+from app_helpers.pipeline import run_comparison
+
+
+@pytest.fixture(scope="module")
+def comparison(tiny_gpt2):
+    loose = dict(scales=(0.0, 1.0), thresholds=(0.0,))  # a random model: select generously
+    return run_comparison(tiny_gpt2, "ioi", n=12, eval_n=12, seed=0, model_name="tiny", show_progress=False,
+                          **loose)
+
+
+def test_app_searches_only_the_merged_set(comparison):
+    merged = comparison.pruning.merged
+    assert comparison.app.candidates == merged
+    assert set(comparison.app.circuit.heads) <= merged
+    for run in comparison.app.grid.runs:
+        for key, matrix in run.scores.items():
+            evaluated = {(l, h) for l, h in (~matrix.isnan()).nonzero().tolist()}
+            assert evaluated <= merged, key
+    assert comparison.app.cost.sender_evaluations <= comparison.dense.cost.sender_evaluations
+    assert len(comparison.dense.grid.runs) == 2
+
+
+def test_costs_and_table_are_consistent(comparison):
+    rows = {label: (d, a) for label, d, a in report.comparison_rows(comparison)}
+    d, a = comparison.dense.cost, comparison.app.cost
+    assert rows["sender evaluations (grid)"] == (d.sender_evaluations, a.sender_evaluations)
+    assert rows["speed-up: evaluations"][1] == pytest.approx(d.sender_evaluations / a.sender_evaluations)
+    assert rows["heads in circuit"] == (len(comparison.dense.circuit), len(comparison.app.circuit))
+    for run in (comparison.dense, comparison.app):
+        assert run.cost.flops - run.setup_cost.flops >= run.cost.flops_lower_bound > 0
+    assert "dense PP" in report.comparison_table(comparison)
+
+
+def test_record_is_json_and_written_atomically(comparison, tmp_path):
+    path = report.write_json_atomic(report.comparison_record(comparison), tmp_path / "c.json")
+    data = json.loads(path.read_text())
+    assert data["task"] == "ioi" and data["app"]["circuit"]["heads"] == [f"{l}.{h}" for l, h in
+                                                                        comparison.app.circuit.heads]
+    assert sorted(data["pruning"]["sweeps"]) == ["contrastive", "flap", "merged"]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.json"]  # no temporary file left behind
+
+
+def test_figures_are_written(comparison, tmp_path):
+    paths = report.save_figures(comparison, tmp_path, 2, 4)
+    assert len(paths) == 8 and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_run_command_rejects_an_unknown_task(capsys):
+    assert main(["run", "--model", "random-gpt2", "--task", "tic-tac-toe", "--out", "unused"]) == 2
+    assert "unknown task" in capsys.readouterr().err
