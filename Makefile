@@ -18,6 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(PY) -m app_helpers info --model auto
+	HF_HUB_OFFLINE=1 $(PY) -m app_helpers run --model auto --task ioi --out out/demo
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -10,11 +10,7 @@ from . import models
 
 def cmd_info(args) -> int:
     """Say which model a spec resolves to and how big it is, then load it to prove it works."""
-    try:
-        bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
-    except (models.ModelLoadError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
     facts = models.describe(bridge)
     print(f"model     {args.model} -> {models.choose_model(args.model).location}")
     print(f"shape     {facts['layers']} layers x {facts['heads_per_layer']} heads = {facts['heads']} heads, "
@@ -34,16 +30,11 @@ def cmd_run(args) -> int:
     from .pipeline import run_comparison
 
     torch.manual_seed(args.seed)
-    try:
-        bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
-        choice = models.choose_model(args.model)
-        references = _references_for(choice.location, args.task, reference_circuit)
-        comparison = run_comparison(bridge, args.task, n=args.n, seed=args.seed, eval_n=args.eval_n,
-                                    model_name=choice.spec if choice.spec != models.AUTO else choice.location,
-                                    references=references, show_progress=not args.quiet)
-    except (models.ModelLoadError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
+    choice = models.choose_model(args.model)
+    comparison = run_comparison(bridge, args.task, n=args.n, seed=args.seed, eval_n=args.eval_n,
+                                model_name=choice.spec, show_progress=not args.quiet,
+                                references=_references_for(choice.location, args.task, reference_circuit))
     print(report.comparison_table(comparison))
     out = Path(args.out)
     report.write_json_atomic(report.comparison_record(comparison), out / "comparison.json")
@@ -56,11 +47,7 @@ def cmd_bench(args) -> int:
     """Print the benchmark table (engine vs naive, APP vs dense, FLOPs, pipeline time, GPT-2 scale)."""
     from .bench import run_bench
 
-    try:
-        bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
-    except (models.ModelLoadError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
     print(run_bench(bridge, models.choose_model(args.model).location, args.task, args.n, args.eval_n,
                     args.seed, grid=not args.no_grid, gpt2=not args.no_gpt2))
     return 0
@@ -110,5 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command; bad input (an unknown model or task, a bad number) exits 2 with one clear line."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (models.ModelLoadError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
