@@ -76,18 +76,10 @@ class _PatchingBase:
     @classmethod
     def from_task(cls, model, task, **kwargs):
         """An engine for a ``TaskData``: its tokens, prediction positions and metric (per-prompt answers)."""
-        from .metrics import metric_fn
-        from .tasks.data import Answers
+        from .metrics import task_metric
 
-        fn = metric_fn(task.metric)
-        answers = task.answers.to(model_device(model))
-
-        def metric(logits):  # [..., n, vocab] → [..., n]: tile each prompt's answers over the stacked blocks
-            n, vocab = logits.shape[-2:]
-            blocks = logits.numel() // (n * vocab)
-            tiled = Answers(*(t.repeat(blocks, 1) for t in answers))
-            return fn(logits.reshape(-1, vocab), tiled).reshape(logits.shape[:-1])
-        return cls(model, task.clean_tokens, task.corrupted_tokens, task.end_pos, metric, **kwargs)
+        task = task.to(model_device(model))
+        return cls(model, task.clean_tokens, task.corrupted_tokens, task.end_pos, task_metric(task), **kwargs)
 
     def _set_baselines(self, ld_clean: float, ld_corrupted: float) -> None:
         self.ld_clean, self.ld_corrupted = ld_clean, ld_corrupted
