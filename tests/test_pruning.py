@@ -147,3 +147,31 @@ def test_cliff_on_a_noisy_slope_biggest_finds_the_fall():
 def test_merged_set_is_the_union():
     a, b = frozenset({(0, 1), (2, 3)}), frozenset({(2, 3), (5, 0)})
     assert pruning.merge(a, b) == {(0, 1), (2, 3), (5, 0)}
+
+
+def test_prune_for_app_merges_the_kept_sets_and_respects_overrides(tiny_gpt2):
+    from app_helpers.tasks import make_task
+
+    task = make_task("ioi", tiny_gpt2, n=8, seed=0)
+    sparsities = (0.5, 0.6, 0.7, 0.8)
+    result = pruning.prune_for_app(tiny_gpt2, task, sparsities=sparsities, sparsity={"flap": 0.5})
+    assert set(result.sweeps) == {"flap", "contrastive", "merged"}
+    assert result.sparsity["flap"] == 0.5
+    assert result.sparsity["contrastive"] == result.sweeps["contrastive"].cliff.sparsity
+    assert result.kept["flap"] == pruning.prune(result.scores["flap"], 0.5)
+    assert result.merged == result.kept["flap"] | result.kept["contrastive"]
+    for i, p in enumerate(sparsities):
+        assert len(result.sweeps["flap"].kept[i]) == pruning.n_kept(8, p)
+        assert result.sweeps["merged"].kept[i] == result.sweeps["flap"].kept[i] | result.sweeps["contrastive"].kept[i]
+    assert len(result.sweeps["merged"].perfs) == 4 and all(map(math.isfinite, result.sweeps["merged"].perfs))
+
+
+def test_scoring_an_empty_task_is_a_clear_error(tiny_gpt2):
+    class Empty:
+        def __len__(self):
+            return 0
+    with pytest.raises(ValueError, match="at least one prompt"):
+        pruning.score_heads(tiny_gpt2, Empty())
+    with pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\)"):
+        pruning.sparsity_sweep(tiny_gpt2, None, pruning.HeadScores("flap", torch.zeros(2, 4), torch.zeros(2, 64)),
+                               sparsities=(0.5, 1.0))
