@@ -214,6 +214,25 @@ def describe(bridge) -> dict:
             "dtype": str(next(bridge.original_model.parameters()).dtype).replace("torch.", "")}
 
 
+GPU_HINT = ("No GPU here. On Colab: Runtime → Change runtime type → GPU, then run all cells again; "
+            "MODEL = 'auto' will then load GPT-2 small.")
+
+
+def notebook_model(spec: str = AUTO, **kwargs):
+    """Load the model a notebook's parameters cell names and say what it is — and how to get GPT-2.
+
+    Returns ``(model, facts)`` where ``facts`` is ``describe(model)`` plus ``is_gpt2_small`` (notebooks
+    show the paper's GPT-2 numbers only beside GPT-2 small's).
+    """
+    model = load_model(spec, **kwargs)
+    facts = {**describe(model), "is_gpt2_small": choose_model(spec).location == "gpt2"}
+    print(f"{facts['layers']} layers × {facts['heads_per_layer']} heads = {facts['heads']} heads, d_model "
+          f"{facts['d_model']}, {facts['params'] / 1e6:.1f} M parameters, on {facts['device']}")
+    if not has_gpu():
+        print(GPU_HINT)
+    return model, facts
+
+
 def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any((path / f).is_file() for f in WEIGHT_FILES)
 

@@ -103,3 +103,11 @@ def test_device_and_dtype_choice():
 def test_dtype_override_reaches_the_weights(tiny_model_dir):
     bridge = models.load_model(str(tiny_model_dir), dtype="float64", verbose=False)
     assert models.describe(bridge)["dtype"] == "float64"
+
+
+def test_notebook_model_reports_shape_and_gpu_hint(tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setattr(models, "has_gpu", lambda: False)
+    model, facts = models.notebook_model(str(tiny_model_dir), verbose=False)
+    out = capsys.readouterr().out
+    assert "2 layers × 4 heads = 8 heads" in out and models.GPU_HINT in out
+    assert facts["is_gpt2_small"] is False and facts["heads"] == 8
