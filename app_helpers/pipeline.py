@@ -104,7 +104,7 @@ def run_comparison(model, task_name: str = "ioi", n: int = 100, seed: int = 0, e
     eval_task = make_task(task_name, model, n=eval_n, seed=seed + HELD_OUT_SEED_OFFSET)
     start = time.perf_counter()
     pruning = prune_for_app(model, task, sparsities, rule, sparsity)
-    cost = pruning_cost(model, task, sum(len(s.sparsities) for s in pruning.sweeps.values()),
+    cost = pruning_cost(model, task, sum(len(set(s.kept)) for s in pruning.sweeps.values()),
                         time.perf_counter() - start)
     dense = run_grid(model, task, eval_task, "dense PP", None, scales, thresholds, engine_kwargs, show_progress)
     app = run_grid(model, task, eval_task, "APP", pruning.merged, scales, thresholds, engine_kwargs,

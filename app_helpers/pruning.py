@@ -286,9 +286,13 @@ def _checked(sparsities) -> list[float]:
 
 
 def _evaluate_sweep(model, task, method, sparsities, kept, rule, ablation) -> SweepResult:
+    """Evaluate each distinct kept set once (with few heads, neighbouring sparsities keep the same set)."""
     from .evaluation import evaluate_circuits
 
-    perfs = [r.perf for r in evaluate_circuits(model, task, [sorted(k) for k in kept], ablation)]
+    distinct = list(dict.fromkeys(kept))
+    perf_of = dict(zip(distinct, (r.perf for r in evaluate_circuits(model, task, [sorted(k) for k in distinct],
+                                                                    ablation))))
+    perfs = [perf_of[k] for k in kept]
     return SweepResult(method, sparsities, kept, perfs, find_cliff(sparsities, perfs, rule))
 
 
