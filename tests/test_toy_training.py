@@ -49,12 +49,50 @@ def test_corpus_is_seeded_and_in_vocabulary():
 
     first = sample_texts(random.Random(3), sources, 20)
     assert first == sample_texts(random.Random(3), sources, 20)
-    tokens, labels = encode_batch(word_level_tokenizer(), first)
     tok = word_level_tokenizer()
+    tokens, labels, answer_pos = encode_batch(tok, first)
     assert (tokens[:, 0] == tok.bos_token_id).all()
     assert ((labels == -100) == (tokens == tok.pad_token_id)).all()
+    for row, pos, (_, answer) in zip(tokens, answer_pos, first):
+        assert tok.decode([int(row[pos])]).strip() == tok.decode(tok.encode(answer)[:1]).strip()
     with pytest.raises(ValueError, match="outside the tokenizer's vocabulary"):
-        encode_batch(tok, ["Then, Zebediah went home"])
+        encode_batch(tok, [("Then, Zebediah went", " home")])
+
+
+def test_weighted_loss_is_plain_cross_entropy_at_weight_one_and_stresses_answers():
+    from app_helpers.toy.train import weighted_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=gen)
+    labels = torch.tensor([[1, 2, 3, 4, -100], [1, 2, 3, 4, 5]])
+    answer_pos = torch.tensor([3, 4])
+    plain = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1),
+                                              ignore_index=-100)
+    torch.testing.assert_close(weighted_loss(logits, labels, answer_pos, 1.0), plain)
+    per_token = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1),
+                                                  ignore_index=-100, reduction="none").view(2, 4)
+    answers = per_token[torch.arange(2), answer_pos - 1]
+    want = (per_token[labels[:, 1:] != -100].sum() + 4 * answers.sum()) / (7 + 4 * 2)
+    torch.testing.assert_close(weighted_loss(logits, labels, answer_pos, 5.0), want)
+
+
+def test_head_dropout_only_in_training_and_off_at_zero():
+    from app_helpers.toy.train import add_head_dropout, build_model
+    from app_helpers.wordlevel import word_level_tokenizer
+
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(**TINY), word_level_tokenizer())
+    tokens = torch.tensor([[0, 5, 6, 7, 8]])
+    model.eval()
+    before = model(tokens).logits
+    model.train()  # ordinary dropout is 0 in the recipe, so training mode alone changes nothing
+    torch.testing.assert_close(model(tokens).logits, before)
+    handles = add_head_dropout(model, 0.5)
+    assert not torch.allclose(model(tokens).logits, before)
+    model.eval()
+    torch.testing.assert_close(model(tokens).logits, before)
+    for h in handles:
+        h.remove()
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():

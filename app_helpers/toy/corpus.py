@@ -23,24 +23,26 @@ class Source:
     options: dict = field(default_factory=dict)
 
 
-def sample_texts(rng: random.Random, sources: list[Source], k: int) -> list[str]:
-    """``k`` training sentences, each source drawn with probability proportional to its weight."""
+def sample_texts(rng: random.Random, sources: list[Source], k: int) -> list[tuple[str, str]]:
+    """``k`` (prompt, answer) pairs, each source drawn with probability proportional to its weight."""
     picks = rng.choices(range(len(sources)), [s.weight for s in sources], k=k)
-    texts: list[str] = []
+    pairs: list[tuple[str, str]] = []
     for i, source in enumerate(sources):
         count = picks.count(i)
         if count:
-            texts += [s.text + s.answer for s in generate_sentences(source.task, count, rng.randrange(2**31),
-                                                                     **source.options)]
-    rng.shuffle(texts)
-    return texts
+            pairs += [(s.text, s.answer) for s in generate_sentences(source.task, count, rng.randrange(2**31),
+                                                                      **source.options)]
+    rng.shuffle(pairs)
+    return pairs
 
 
-def encode_batch(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids [k, seq] (BOS first, right-padded) and the language-model labels (-100 on padding)."""
-    ids = [[tokenizer.bos_token_id] + tokenizer.encode(t) for t in texts]
+def encode_batch(tokenizer, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids [k, seq] (BOS first, right-padded), language-model labels (-100 on padding) and the
+    position of each sentence's answer token [k] (the first token after its prompt)."""
+    prompts = [[tokenizer.bos_token_id] + tokenizer.encode(p) for p, _ in pairs]
+    ids = [row + tokenizer.encode(a) for row, (_, a) in zip(prompts, pairs)]
     if any(tokenizer.unk_token_id in row for row in ids):
-        bad = next(t for t, row in zip(texts, ids) if tokenizer.unk_token_id in row)
+        bad = next(p + a for (p, a), row in zip(pairs, ids) if tokenizer.unk_token_id in row)
         raise ValueError(f"a training sentence has words outside the tokenizer's vocabulary: {bad!r}")
     width = max(map(len, ids))
     tokens = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
@@ -48,4 +50,4 @@ def encode_batch(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tenso
     for i, row in enumerate(ids):
         tokens[i, :len(row)] = torch.tensor(row)
         labels[i, :len(row)] = torch.tensor(row)
-    return tokens, labels
+    return tokens, labels, torch.tensor([len(p) for p in prompts])

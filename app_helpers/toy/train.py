@@ -42,6 +42,9 @@ class TrainConfig:
     lr: float = 1e-3
     warmup: int = 100
     weight_decay: float = 0.1
+    dropout: float = 0.0  # ordinary (residual, embedding, attention) dropout
+    head_dropout: float = 0.0  # chance that a head's whole output is zeroed for one sequence (training only)
+    answer_weight: float = 1.0  # loss weight of each sentence's answer token relative to the others
     seed: int = 0
     sources: list[Source] = field(default_factory=default_sources)
 
@@ -62,7 +65,38 @@ def build_model(config: TrainConfig, tokenizer):
     return GPT2LMHeadModel(GPT2Config(
         vocab_size=len(tokenizer), n_positions=config.n_ctx, n_embd=config.d_model, n_layer=config.n_layers,
         n_head=config.n_heads, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id))
+        pad_token_id=tokenizer.pad_token_id, resid_pdrop=config.dropout, embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout))
+
+
+def add_head_dropout(model, p: float) -> list:
+    """Zero whole attention heads at random during training (rescaling the rest by 1/(1-p)).
+
+    A model that cannot count on any one head spreads the task over several heads and layers, which is
+    what circuit discovery needs to have something to find. Acts on the input of each block's output
+    projection (the concatenated head outputs); returns the hook handles.
+    """
+    n_heads = model.config.n_head
+
+    def hook(module, args):
+        if not module.training or p <= 0:
+            return None
+        (x,) = args
+        batch, seq, width = x.shape
+        keep = (torch.rand(batch, 1, n_heads, 1, device=x.device) >= p).to(x.dtype) / (1 - p)
+        return ((x.view(batch, seq, n_heads, width // n_heads) * keep).view(batch, seq, width),)
+    return [block.attn.c_proj.register_forward_pre_hook(hook) for block in model.transformer.h]
+
+
+def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, answer_pos: torch.Tensor,
+                  answer_weight: float) -> torch.Tensor:
+    """Next-token cross-entropy over real tokens, the answer token of each sentence weighted more."""
+    logits, targets = logits[:, :-1], labels[:, 1:]
+    losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                               ignore_index=-100, reduction="none").view(targets.shape)
+    weights = (targets != -100).float()
+    weights[torch.arange(len(weights)), answer_pos - 1] *= answer_weight
+    return (losses * weights).sum() / weights.sum()
 
 
 def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
@@ -73,6 +107,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     rng = random.Random(config.seed)
     tokenizer = build_word_level_tokenizer(out_dir)
     model = build_model(config, tokenizer)
+    hooks = add_head_dropout(model, config.head_dropout)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(0.9, 0.95))
     losses, start = [], time.perf_counter()
@@ -81,14 +116,17 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
         for step in tqdm(range(config.steps), desc="training", disable=not progress):
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(config, step)
-            tokens, labels = encode_batch(tokenizer, sample_texts(rng, config.sources, config.batch_size))
-            # Right padding: the mask changes nothing for real tokens, it only keeps transformers quiet.
-            loss = model(input_ids=tokens, attention_mask=labels != -100, labels=labels).loss
+            tokens, labels, answer_pos = encode_batch(tokenizer, sample_texts(rng, config.sources,
+                                                                              config.batch_size))
+            logits = model(input_ids=tokens).logits  # right padding: real positions never see a pad
+            loss = weighted_loss(logits, labels, answer_pos, config.answer_weight)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
             losses.append(loss.item())
+    for handle in hooks:
+        handle.remove()
     model.eval()
     model.save_pretrained(out_dir)
     window = min(50, max(1, len(losses) // 5))  # non-overlapping start and end windows
