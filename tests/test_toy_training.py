@@ -1,5 +1,6 @@
 """The bundled model's training command: seeded, lowers the loss, writes a loadable model directory."""
 import json
+import random
 
 import pytest
 import torch
@@ -44,19 +45,36 @@ def test_same_seed_same_weights(tmp_path):
 def test_corpus_is_seeded_and_in_vocabulary():
     from app_helpers.wordlevel import word_level_tokenizer
 
-    sources = [Source("ioi", 1.0), Source("greater_than", 1.0)]
-    import random
-
+    sources = [Source("ioi", 1.0), Source("greater_than", 1.0), Source("ioi_story", 1.0),
+               Source("full_name_ioi", 1.0)]
     first = sample_texts(random.Random(3), sources, 20)
     assert first == sample_texts(random.Random(3), sources, 20)
     tok = word_level_tokenizer()
-    tokens, labels, answer_pos = encode_batch(tok, first)
+    tokens, labels, answers = encode_batch(tok, first)
     assert (tokens[:, 0] == tok.bos_token_id).all()
     assert ((labels == -100) == (tokens == tok.pad_token_id)).all()
-    for row, pos, (_, answer) in zip(tokens, answer_pos, first):
-        assert tok.decode([int(row[pos])]).strip() == tok.decode(tok.encode(answer)[:1]).strip()
+    for row, mask, (_, answer) in zip(tokens, answers, first):
+        assert row[mask].tolist() == tok.encode(answer)
     with pytest.raises(ValueError, match="outside the tokenizer's vocabulary"):
         encode_batch(tok, [("Then, Zebediah went", " home")])
+    with pytest.raises(ValueError, match="unknown training source"):
+        Source("chess", 1.0)
+
+
+def test_stories_defeat_the_shortcuts_they_claim_to():
+    from app_helpers.toy.corpus import full_name_ioi, ioi_story
+
+    rng = random.Random(0)
+    stories = [ioi_story(rng) for _ in range(300)]
+    # The answer is in the prompt, once in the story proper; some stories end on a distractor name after
+    # the subject, so "the most recent name is the subject" is false for them.
+    assert all(answer.strip() in prompt for prompt, answer in stories)
+    assert any(prompt.split()[-1] == "to" and "gave the" in prompt and " of " in prompt for prompt, _ in stories)
+    # Some preambles mention the answer too, so "the name seen once is the answer" is false for them.
+    assert any(prompt.count(answer.strip()) >= 2 for prompt, answer in stories)
+    prompt, answer = full_name_ioi(rng)
+    a, b = answer.split()
+    assert f"{b} {a}" in prompt and sorted(prompt.split()).count(a) == sorted(prompt.split()).count(b)
 
 
 def test_weighted_loss_is_plain_cross_entropy_at_weight_one_and_stresses_answers():
@@ -65,15 +83,16 @@ def test_weighted_loss_is_plain_cross_entropy_at_weight_one_and_stresses_answers
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 7, generator=gen)
     labels = torch.tensor([[1, 2, 3, 4, -100], [1, 2, 3, 4, 5]])
-    answer_pos = torch.tensor([3, 4])
+    answers = torch.zeros(2, 5, dtype=torch.bool)
+    answers[0, 3], answers[1, 3:] = True, True  # a one-token and a two-token answer
     plain = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1),
                                               ignore_index=-100)
-    torch.testing.assert_close(weighted_loss(logits, labels, answer_pos, 1.0), plain)
+    torch.testing.assert_close(weighted_loss(logits, labels, answers, 1.0), plain)
     per_token = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1),
                                                   ignore_index=-100, reduction="none").view(2, 4)
-    answers = per_token[torch.arange(2), answer_pos - 1]
-    want = (per_token[labels[:, 1:] != -100].sum() + 4 * answers.sum()) / (7 + 4 * 2)
-    torch.testing.assert_close(weighted_loss(logits, labels, answer_pos, 5.0), want)
+    answer_losses = per_token[0, 2] + per_token[1, 2] + per_token[1, 3]
+    want = (per_token[labels[:, 1:] != -100].sum() + 4 * answer_losses) / (7 + 4 * 3)
+    torch.testing.assert_close(weighted_loss(logits, labels, answers, 5.0), want)
 
 
 def test_head_dropout_only_in_training_and_off_at_zero():

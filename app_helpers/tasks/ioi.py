@@ -55,7 +55,9 @@ class IOI(TaskSpec):
         return out
 
     def vocabulary(self) -> list[str]:
-        return [strip_slots(t) for t in words.IOI_TEMPLATES] + list(words.NAMES + words.PLACES + words.OBJECTS)
+        stories = words.IOI_STORY_PREAMBLES + words.IOI_DISTRACTOR_CLOSINGS
+        return [strip_slots(t) for t in words.IOI_TEMPLATES + stories] + list(words.NAMES + words.PLACES
+                                                                            + words.OBJECTS)
 
 
 TASK = IOI()

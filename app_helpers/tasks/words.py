@@ -90,6 +90,20 @@ IOI_TEMPLATES = (
     "Then, {IO} and {S1} were thinking about going to the {PLACE}. {S2} wanted to give a {OBJECT} to",
 )
 
+#: Training-only material for the bundled model (see ``app_helpers.toy.corpus``). Stories recombine the
+#: openings and closings of IOI_TEMPLATES (split at {S2}), so the model sees the evaluation wording, and add
+#: what defeats one-layer shortcuts: sentences before the story that mention the story's names (counting
+#: no longer tells S from IO) and closings with another name after the subject (suppressing the most recent
+#: name no longer works).
+IOI_STORY_PREAMBLES = (
+    "{N} likes the {PLACE2}.", "{N} has a {OBJECT2}.", "{N} and {M} are friends.", "It was a nice day.",
+    "The {PLACE2} was busy.",
+)
+IOI_DISTRACTOR_CLOSINGS = (
+    "{S2} gave {C}'s {OBJECT} to", "{S2} gave the {OBJECT} of {C} to", "{S2} and {C} gave a {OBJECT} to",
+    "{S2} took the {OBJECT} from {C} and gave it to", "Then, {S2} showed {C} a {OBJECT} and handed it to",
+)
+
 # --- Greater-Than (Hanna et al. 2023 shape) ------------------------------------------------------------
 #: ``17{YY}``: GPT-2 splits " 1732" into " 17" + "32"; the word-level tokenizer splits digit pairs alike.
 GREATER_THAN_TEMPLATES = (

@@ -25,8 +25,10 @@ from .corpus import Source, encode_batch, sample_texts
 
 
 def default_sources() -> list[Source]:
-    return [Source("ioi", 0.4), Source("name_induction", 0.2), Source("greater_than", 0.2),
-            Source("gendered_pronouns", 0.2)]
+    """IOI mostly as shortcut-defeating stories, a little in the evaluation wording; the other tasks as
+    the datasets phrase them."""
+    return [Source("ioi_story", 0.40), Source("ioi", 0.05), Source("full_name_ioi", 0.10),
+            Source("name_induction", 0.20), Source("greater_than", 0.12), Source("gendered_pronouns", 0.13)]
 
 
 @dataclass
@@ -37,14 +39,14 @@ class TrainConfig:
     n_heads: int = 4
     d_model: int = 128
     n_ctx: int = 64
-    steps: int = 2000
+    steps: int = 2500
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1.5e-3
     warmup: int = 100
     weight_decay: float = 0.1
     dropout: float = 0.0  # ordinary (residual, embedding, attention) dropout
     head_dropout: float = 0.0  # chance that a head's whole output is zeroed for one sequence (training only)
-    answer_weight: float = 1.0  # loss weight of each sentence's answer token relative to the others
+    answer_weight: float = 5.0  # loss weight of each sentence's answer token relative to the others
     seed: int = 0
     sources: list[Source] = field(default_factory=default_sources)
 
@@ -88,14 +90,17 @@ def add_head_dropout(model, p: float) -> list:
     return [block.attn.c_proj.register_forward_pre_hook(hook) for block in model.transformer.h]
 
 
-def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, answer_pos: torch.Tensor,
+def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, answers: torch.Tensor,
                   answer_weight: float) -> torch.Tensor:
-    """Next-token cross-entropy over real tokens, the answer token of each sentence weighted more."""
+    """Next-token cross-entropy over real tokens, the answer tokens (mask ``answers``) weighted more.
+
+    Most tokens of a story are unpredictable (which name comes next?); weighting the answers makes the
+    task, not the filler, dominate the gradient.
+    """
     logits, targets = logits[:, :-1], labels[:, 1:]
     losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                                ignore_index=-100, reduction="none").view(targets.shape)
-    weights = (targets != -100).float()
-    weights[torch.arange(len(weights)), answer_pos - 1] *= answer_weight
+    weights = (targets != -100).float() * torch.where(answers[:, 1:], answer_weight, 1.0)
     return (losses * weights).sum() / weights.sum()
 
 
@@ -109,17 +114,17 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     model = build_model(config, tokenizer)
     hooks = add_head_dropout(model, config.head_dropout)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                  betas=(0.9, 0.95))
+                                  betas=(0.9, 0.98))
     losses, start = [], time.perf_counter()
     model.train()
     with torch.enable_grad():
         for step in tqdm(range(config.steps), desc="training", disable=not progress):
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(config, step)
-            tokens, labels, answer_pos = encode_batch(tokenizer, sample_texts(rng, config.sources,
-                                                                              config.batch_size))
+            tokens, labels, answers = encode_batch(tokenizer, sample_texts(rng, config.sources,
+                                                                           config.batch_size))
             logits = model(input_ids=tokens).logits  # right padding: real positions never see a pad
-            loss = weighted_loss(logits, labels, answer_pos, config.answer_weight)
+            loss = weighted_loss(logits, labels, answers, config.answer_weight)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -146,9 +151,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="data/app-toy", help="output directory (default: data/app-toy)")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--head-dropout", type=float, default=defaults.head_dropout)
     parser.add_argument("--no-card", action="store_true", help="skip the measurements and the model card")
     args = parser.parse_args(argv)
-    config = TrainConfig(steps=args.steps, seed=args.seed)
+    config = TrainConfig(steps=args.steps, seed=args.seed, head_dropout=args.head_dropout)
     record = train(config, args.out)
     print(f"trained {config.steps} steps in {record['seconds']} s; loss {record['loss_start']:.3f} → "
           f"{record['loss_end']:.3f}")
