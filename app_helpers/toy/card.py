@@ -36,6 +36,23 @@ def measure(model_dir: str | Path) -> dict:
     }
 
 
+def _shortfall(m: dict) -> str:
+    """Say plainly which criterion fails and by how much (the tests mark it as an expected failure)."""
+    if all(m["criteria"].values()):
+        return ""
+    per_layer = m["direct_effect_per_layer_max"]
+    ranked = sorted(range(len(per_layer)), key=lambda l: -per_layer[l])
+    lines = ["\n## Known shortfall"]
+    if not m["criteria"]["direct |m| >= 0.1 in >= 2 layers"]:
+        lines.append(f"Direct effects reach 0.1 in {sum(x >= 0.1 for x in per_layer)} layer(s) only: the best two layers "
+                     f"are {ranked[0]} ({per_layer[ranked[0]]:.3f}) and {ranked[1]} ({per_layer[ranked[1]]:.3f}); the "
+                     "criterion asks for 0.1 in two. The mechanism is layered all the same: early heads matter "
+                     "through later ones (see the noising row), not directly on the logits.")
+    other = [name for name, ok in m["criteria"].items() if not ok and not name.startswith("direct |m|")]
+    lines += [f"Also failing: {name}." for name in other]
+    return "\n".join(lines) + "\n"
+
+
 def write_card(model_dir: str | Path) -> str:
     """Measure the model and write ``README.md`` and ``measurements.json`` next to its weights."""
     model_dir = Path(model_dir)
@@ -43,7 +60,7 @@ def write_card(model_dir: str | Path) -> str:
     (model_dir / "measurements.json").write_text(json.dumps(m, indent=1) + "\n")
     training = json.loads((model_dir / "training.json").read_text())
     c = training["config"]
-    sources = ", ".join(f"{s['task']} {s['weight']:g}" + (f" {s['options']}" if s["options"] else "")
+    sources = ", ".join(f"{s['name']} {s['weight']:g}" + (f" {s['options']}" if s["options"] else "")
                         for s in c["sources"])
     acc = "\n".join(f"| {task} | {v['accuracy'] * 100:.1f} % | {v['mean_metric']:.2f} |"
                     for task, v in m["accuracy"].items())
@@ -57,8 +74,10 @@ and on a CPU; on Colab the notebooks use GPT-2 small instead. It knows nothing b
 
 ## Training
 `python -m app_helpers.toy.train --out data/app-toy --seed {c['seed']}` ({c['steps']} steps, batch {c['batch_size']},
-AdamW lr {c['lr']:g} with {c['warmup']} warm-up steps and cosine decay, weight decay {c['weight_decay']:g};
-{training['seconds']:.0f} s on {training['threads']} CPU threads). Mixture: {sources}. Loss on every token;
+AdamW lr {c['lr']:g} with {c['warmup']} warm-up steps and cosine decay, weight decay {c['weight_decay']:g},
+head dropout {c['head_dropout']:g}; {training['seconds']:.0f} s with {training['threads']} CPU thread(s) — rerun with the
+same thread count for bit-identical weights). Mixture: {sources}. Loss on every token, answer tokens weighted
+×{c['answer_weight']:g} (see `app_helpers/toy/corpus.py` for the IOI stories that defeat one-layer shortcuts);
 mean loss {training['loss_start']:.2f} over the first {training['loss_window']} steps, {training['loss_end']:.2f} over the last
 {training['loss_window']}.
 
@@ -78,6 +97,6 @@ mean loss {training['loss_start']:.2f} over the first {training['loss_window']} 
 
 Criteria of the kit:
 {criteria}
-"""
+{_shortfall(m)}"""
     (model_dir / "README.md").write_text(card)
     return card
