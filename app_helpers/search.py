@@ -153,5 +153,6 @@ def pareto_choice(sizes: Sequence[int], perfs: Sequence[float], n_total: int, mi
     if eligible:
         return min(eligible, key=order), f"smallest with Perf ≥ {min_perf:g} and ≤ {max_fraction:g} of heads"
     mean = sum(perfs) / len(perfs)
-    above = [i for i in range(len(sizes)) if perfs[i] >= mean]
+    # Tolerance: when all Perfs are equal, their float mean can exceed each of them by a rounding error.
+    above = [i for i in range(len(sizes)) if perfs[i] >= mean - 1e-9 * max(1.0, abs(mean))]
     return min(above, key=order), f"no circuit met Perf ≥ {min_perf:g}: smallest with Perf ≥ mean ({mean:.1f})"

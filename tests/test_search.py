@@ -133,6 +133,9 @@ def test_pareto_choice():
     assert index == 0 and "mean" in rule
     with pytest.raises(ValueError):
         pareto_choice([], [], 32, 75, 0.5)
+    # Equal Perfs whose float mean exceeds each of them by a rounding error still give a choice.
+    assert sum([0.1] * 16) / 16 > 0.1
+    assert pareto_choice([0] * 16, [0.1] * 16, 32, 75.0, 0.5)[0] == 0
 
 
 def test_fast_and_naive_engines_find_the_same_circuit():
