@@ -1,0 +1,183 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/OWNER/REPO/blob/main/notebooks/06_beyond_ioi.ipynb)
+#
+# # 06 · Beyond IOI: Greater-Than, gendered pronouns, name induction, Docstring
+#
+# Nothing in APP is specific to IOI: any task with clean/corrupted prompt pairs and a metric will do.
+# This notebook runs the comparison of notebook 05 — dense path patching vs APP, each with its 16-run
+# grid and Pareto choice — on the kit's other tasks:
+#
+# | task | the model must … | corrupted prompts |
+# |---|---|---|
+# | Greater-Than (Hanna et al., 2023) | continue "from the year 17YY to the year 17" with a year after YY | YY = 01 |
+# | gendered pronouns (Mathwin et al., 2023) | pick " he" or " she" to match a name | the name becomes " person" |
+# | name induction | complete a two-token name seen earlier in the prompt | other names: nothing to copy |
+# | Docstring (Conmy et al., 2023) | name the next undocumented argument in a Python docstring | fresh argument names |
+#
+# Docstring needs a code-aware BPE tokenizer such as GPT-2's; on other models the kit says so and skips it.
+
+# %%
+# Runs on Colab only: installs the kit. Colab's own torch (with CUDA) is kept as it is.
+import sys
+
+if "google.colab" in sys.modules:
+    # %pip install -q "app-helpers @ git+https://github.com/OWNER/REPO"
+
+# %% tags=["parameters"]
+MODEL = "auto"  # "auto", "gpt2", "app-toy" (bundled), "random-gpt2", or a local Hugging Face model directory
+TASKS = ["greater_than", "gendered_pronouns", "name_induction", "docstring"]  # drop some to save time
+N = 100  # prompts for scoring and search, per task
+EVAL_N = 200  # held-out prompts for Perf, per task
+SEED = 0
+
+# %%
+import torch
+
+from app_helpers.models import choose_model, notebook_model
+
+torch.set_grad_enabled(False)
+model, facts = notebook_model(MODEL)  # says which model and why, how big, and how to get GPT-2 small
+model_is_gpt2 = facts["is_gpt2_small"]
+n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
+
+# %% [markdown]
+# ## 1 · The tasks on this model
+# First, does the model do each task at all? A circuit search needs a clear gap between the clean and
+# the corrupted metric (notebook 01); without one, every patching effect is noise.
+
+# %%
+from app_helpers.metrics import final_logits, task_metric
+from app_helpers.tasks import get_task, make_task
+
+available = []
+for name in TASKS:
+    try:
+        task = make_task(name, model, n=N, seed=SEED)
+    except ValueError as err:
+        print(f"{name}: skipped — {err}\n")
+        continue
+    metric = task_metric(task)
+    clean = metric(final_logits(model(task.clean_tokens), task)).mean()
+    corrupted = metric(final_logits(model(task.corrupted_tokens), task)).mean()
+    available.append(name)
+    print(f"{name}: {get_task(name).summary}")
+    print(f"   e.g. {task.clean_prompts[0]!r}")
+    print(f"   {task.metric}: clean {clean:+.3f}, corrupted {corrupted:+.3f}\n")
+
+# %% [markdown]
+# ## 2 · Dense path patching vs APP on every task
+# One `run_comparison` per task (the slowest cell). On GPT-2 small the published Greater-Than circuit
+# (Hanna et al.) is passed as a reference, so its overlap is reported too.
+
+# %%
+from app_helpers.circuits import reference_circuit
+from app_helpers.pipeline import run_comparison
+from app_helpers.report import comparison_table
+
+comparisons = {}
+for name in available:
+    refs = {"greater_than_hanna": reference_circuit("greater_than_hanna")} if model_is_gpt2 and name == "greater_than" else {}
+    comparisons[name] = run_comparison(model, name, n=N, seed=SEED, eval_n=EVAL_N,
+                                       model_name=choose_model(MODEL).spec, references=refs)
+    print(comparison_table(comparisons[name]), "\n")
+
+# %% [markdown]
+# ## 3 · All tasks at a glance
+# Per task: circuit sizes, held-out Perf, how many of the dense circuit's heads APP recovered (TPR), the
+# size of APP's search space, and the saving in sender evaluations and GFLOPs (pruning cost excluded,
+# as in the paper).
+
+# %%
+from app_helpers.report import comparison_rows
+
+print(f"{'task':<18} {'heads d/APP':>11} {'Perf % dense / APP':>19} {'TPR':>5} {'search space':>12} "
+      f"{'evals ×':>8} {'GFLOPs ×':>9}")
+for name, c in comparisons.items():
+    row = {label: (d, a) for label, d, a in comparison_rows(c)}
+    tpr = row["TPR vs dense PP"][1]
+    print(f"{name:<18} {len(c.dense.circuit):>5}/{len(c.app.circuit):<5} {c.dense.perf:>9.1f} / {c.app.perf:<7.1f} "
+          f"{tpr:>5.2f} {len(c.pruning.merged):>5} of {c.pruning.n_heads_total:<4} "
+          f"{row['speed-up: evaluations'][1]:>8.2f} {row['speed-up: GFLOPs'][1]:>9.2f}")
+
+# %% [markdown]
+# Where do the circuits sit? One panel per task: heads found by dense path patching only, by APP only,
+# or by both (light grey: in neither circuit). Outlined: heads of the dense circuit that pruning
+# removed, which APP could never find.
+
+# %%
+import matplotlib.pyplot as plt
+
+from app_helpers import viz
+
+if comparisons:
+    width, height = max(4.0, 0.45 * n_heads + 2), max(2.5, 0.4 * n_layers + 1.2)
+    fig, axes = plt.subplots(1, len(comparisons), figsize=(width * len(comparisons) + 1.5, height), squeeze=False)
+    for ax, (name, c) in zip(axes[0], comparisons.items()):
+        outlined = [h for h in c.dense.circuit.heads if h not in c.pruning.merged]
+        viz.kept_heatmap({"dense PP": c.dense.circuit.heads, "APP": c.app.circuit.heads}, n_layers, n_heads,
+                         title=name, outlined=outlined, ax=ax)
+    fig.tight_layout()
+
+# %% [markdown]
+# And what the grids cost, summed over all tasks (log scale; per-task ratios are in the table above).
+
+# %%
+from app_helpers.costs import Cost
+
+dense_total = sum((c.dense.cost for c in comparisons.values()), Cost())
+app_total = sum((c.app.cost for c in comparisons.values()), Cost())
+pruning_total = sum((c.pruning_cost for c in comparisons.values()), Cost())
+fig = viz.cost_bars({"dense PP": dense_total, "APP": app_total, "APP + pruning": app_total + pruning_total},
+                    title=f"cost of the 16-run grids, {len(comparisons)} tasks together")
+
+# %% [markdown]
+# ## 4 · Beside the paper (Table 2, GPT-2 small)
+# As in notebook 05: PP = the dense path-patching circuit (Perf, heads); the pruned sets at their cliffs
+# with their Perf, size and TPR against the dense circuit. The paper lists all four rows for
+# Greater-Than and the dense and Merged rows for the other tasks. Only meaningful on GPT-2 small.
+
+# %%
+import math
+
+from app_helpers.circuits import overlap
+from app_helpers.evaluation import evaluate_circuits
+from app_helpers.pipeline import HELD_OUT_SEED_OFFSET
+
+PAPER = {  # Perf %, heads, TPR % vs the dense PP circuit (Andersen et al. 2025, Table 2, GPT-2 small)
+    "greater_than": {"PP": (79.65, 8, None), "FLAP": (7.63, 16, 37.5), "Contrastive": (69.38, 31, 87.5),
+                     "Merged": (73.08, 37, 87.5)},
+    "gendered_pronouns": {"PP": (74.74, 5, None), "Merged": (69.36, 48, 100.0)},
+    "name_induction": {"PP": (93.35, 22, None), "Merged": (88.69, 47, 90.91)},
+    "docstring": {"PP": (64.61, 46, None), "Merged": (76.36, 60, 76.09)},
+}
+if not model_is_gpt2:
+    print(f"NOTE: this run used {choose_model(MODEL).spec}, not GPT-2 small: the paper's column is for orientation only.\n")
+print(f"{'':<30} {'paper: Perf / heads / TPR':>28}   {'this run: Perf / heads / TPR':>30}")
+for name, c in comparisons.items():
+    eval_task = make_task(name, model, n=EVAL_N, seed=SEED + HELD_OUT_SEED_OFFSET)  # the comparison's held-out set
+    sets = {"FLAP": c.pruning.kept["flap"], "Contrastive": c.pruning.kept["contrastive"], "Merged": c.pruning.merged}
+    ours = {"PP": (c.dense.perf, len(c.dense.circuit), None)}
+    for (label, heads), r in zip(sets.items(), evaluate_circuits(model, eval_task, list(sets.values()))):
+        ours[label] = (r.perf, len(heads), 100 * overlap(heads, c.dense.circuit)["tpr"])
+    for label, paper in PAPER.get(name, {}).items():
+        cells = []
+        for perf, heads, tpr in (paper, ours[label]):
+            cells.append(f"{perf:6.2f} / {heads:3d} / " + ("   —  " if tpr is None or math.isnan(tpr) else f"{tpr:6.2f}"))
+        print(f"{name + ' · ' + label:<30} {cells[0]:>28}   {cells[1]:>30}")
+
+# %% [markdown]
+# ## Summary
+# - The same two calls — `run_comparison` and `comparison_table` — serve every task; only the prompts change.
+# - Tasks differ in how much pruning can remove without losing circuit heads: compare the TPR column
+#   with the search-space column.
+# - To add a task of your own, see `app_helpers/tasks/` (one small module per task).
