@@ -12,6 +12,7 @@ import time
 import torch
 
 from .gpt2_offline import GPT2_SMALL_SHAPE, random_gpt2
+from .hooks import model_device
 from .patching import NaivePathPatcher, PathPatcher
 from .pipeline import run_comparison
 from .report import comparison_rows
@@ -111,6 +112,6 @@ def run_bench(model, model_name: str, task_name: str = "ioi", n: int = 100, eval
     rows += comparison_rows_
     if gpt2:
         rows += gpt2_scale()
-    title = (f"bench: {task_name} on {model_name}, N={n} (held-out {eval_n}), "
-             f"{torch.get_num_threads()} CPU threads" if model.cfg.device in (None, "cpu") else "")
-    return title + "\n" + format_table(rows)
+    device = model_device(model)
+    where = f"{torch.get_num_threads()} CPU threads" if device.type == "cpu" else str(device)
+    return f"bench: {task_name} on {model_name}, N={n} (held-out {eval_n}), {where}\n" + format_table(rows)

@@ -26,7 +26,6 @@ def cmd_run(args) -> int:
     import torch
 
     from . import report
-    from .circuits import reference_circuit
     from .pipeline import run_comparison
 
     torch.manual_seed(args.seed)
@@ -34,7 +33,7 @@ def cmd_run(args) -> int:
     choice = models.choose_model(args.model)
     comparison = run_comparison(bridge, args.task, n=args.n, seed=args.seed, eval_n=args.eval_n,
                                 model_name=choice.spec, show_progress=not args.quiet,
-                                references=_references_for(choice.location, args.task, reference_circuit))
+                                references=_references_for(choice.location, args.task))
     print(report.comparison_table(comparison))
     out = Path(args.out)
     report.write_json_atomic(report.comparison_record(comparison), out / "comparison.json")
@@ -53,8 +52,10 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _references_for(location: str, task: str, reference_circuit) -> dict:
+def _references_for(location: str, task: str) -> dict:
     """Published circuits apply to GPT-2 small only."""
+    from .circuits import reference_circuit
+
     if location != "gpt2":
         return {}
     names = {"ioi": ["ioi_app_pp", "ioi_wang"], "greater_than": ["greater_than_hanna"]}.get(task, [])

@@ -76,7 +76,7 @@ def random_gpt2(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, n_ctx: i
                         vocab_size=len(tok), bos_token_id=tok.bos_token_id,
                         eos_token_id=tok.eos_token_id)
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
+    dtype = resolve_dtype(dtype)
     from transformer_lens.model_bridge import TransformerBridge
 
     # fork_rng: building (and booting) draws random numbers; a user's own seeded stream stays untouched.

@@ -54,7 +54,7 @@ def resolve_device(device=None) -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_dtype(dtype=None, device=None) -> torch.dtype:
+def resolve_dtype(dtype=None) -> torch.dtype:
     """float32 unless asked otherwise: patching compares small differences, so exactness beats speed."""
     if dtype is None:
         return torch.float32
@@ -157,7 +157,7 @@ def load_model(spec: str = AUTO, device=None, dtype=None, attn_result: bool = Fa
     """
     choice = choose_model(spec)
     device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
+    dtype = resolve_dtype(dtype)
     if verbose:
         print(f"[app_helpers] model: {choice.spec} — {choice.reason}; device {device}, {str(dtype)[6:]}")
     if choice.kind == "random":

@@ -87,6 +87,9 @@ class _PatchingBase:
             raise ValueError(f"clean and corrupted prompts give the same metric ({ld_clean:.4g}): there is "
                              "no behaviour to patch; check the task and the model")
 
+    def prefetch(self, receivers: Iterable[Head], senders: Iterable[Head] | None = None) -> None:
+        """Hint that these receivers come next; the naive reference ignores it (it shares nothing)."""
+
     def normalise(self, ld_patched: torch.Tensor) -> torch.Tensor:
         """0 = clean behaviour, -1 = as bad as the corrupted prompts."""
         return (ld_patched - self.ld_clean) / (self.ld_clean - self.ld_corrupted)

@@ -94,9 +94,9 @@ def search_circuit(engine, candidates: Iterable[Head] | None = None, scale: floa
         expanded.append(receiver)
         if progress:
             progress(f"receiver {receiver[0]}.{receiver[1]}")
-        if hasattr(engine, "prefetch"):  # one sender pass for every queued receiver of this layer
-            engine.prefetch([receiver] + [q for q in queue if q[0] == receiver[0] and q not in expanded],
-                            candidates)
+        # One sender pass for every queued receiver of this layer (the naive reference ignores the hint).
+        engine.prefetch([receiver] + [q for q in queue if q[0] == receiver[0] and q not in expanded],
+                        candidates)
         for component in COMPONENTS:
             matrix = engine.to_head(receiver, component, candidates)
             scores[(receiver, component)] = matrix

@@ -64,6 +64,9 @@ class StubEngine:
         self.cost.sender_evaluations += int((~torch.isnan(m)).sum())
         return m
 
+    def prefetch(self, receivers, senders=None):
+        """Part of the engine interface; a stub has nothing to share."""
+
     def to_logits(self, senders=None):
         self.calls.append("logits")
         m = torch.zeros(self.cfg.n_layers, self.cfg.n_heads)
