@@ -48,7 +48,8 @@ def cmd_bench(args) -> int:
 
     bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
     print(run_bench(bridge, models.choose_model(args.model).location, args.task, args.n, args.eval_n,
-                    args.seed, grid=not args.no_grid, gpt2=not args.no_gpt2))
+                    args.seed, grid=not args.no_grid, gpt2=not args.no_gpt2,
+                    progress=lambda line: print(line, file=sys.stderr, flush=True)))
     return 0
 
 

@@ -33,7 +33,7 @@ class Cost:
     sender_evaluations: int = 0  # (sender, receiver, component) scores computed — the paper's count
     forward_passes: int = 0  # batched passes actually executed (partial passes count as one)
     flops: float = 0.0  # analytic FLOPs of the layers actually traversed
-    flops_lower_bound: float = 0.0  # each evaluated sender alone, only sender→receiver layers
+    flops_lower_bound: float = 0.0  # each evaluated sender alone: sender→receiver layers, needed positions
     seconds: float = 0.0
 
     def __add__(self, other: "Cost") -> "Cost":

@@ -44,6 +44,29 @@ def final_residual(model, inputs, fwd_hooks=(), **forward_kwargs) -> torch.Tenso
     return box["resid"]
 
 
+def run_blocks(model, resid: torch.Tensor, start: int, fwd_hooks=(), stop: int | None = None):
+    """The residual after blocks ``start .. stop-1`` (default: every block, i.e. the input of ``ln_final``),
+    given the residual entering block ``start``; None if a hook raised ``StopForward``.
+
+    Why not ``model(resid, start_at_layer=start)``: the bridge still runs blocks ``0 .. start-1`` on that
+    input and throws their output away, so it saves nothing. Calling the blocks one by one runs only the
+    ones asked for. Exact for models with absolute position embeddings (GPT-2 family), which add
+    positions before the first block; no attention mask is passed, as in a plain forward.
+    """
+    if getattr(model.cfg, "positional_embedding_type", "standard") != "standard":
+        raise NotImplementedError("resuming mid-model needs absolute position embeddings (GPT-2 family); "
+                                  f"this model uses {model.cfg.positional_embedding_type!r}")
+    stop = model.cfg.n_layers if stop is None else stop
+    with torch.inference_mode(), model.hooks(fwd_hooks=list(fwd_hooks)):
+        try:
+            for layer in range(start, stop):
+                out = model.blocks[layer](resid)
+                resid = out[0] if isinstance(out, tuple) else out
+        except StopForward:
+            return None
+    return resid
+
+
 def logits_at(model, resid: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Logits [batch, vocab] at one position per row: ln_final and unembedding act per position, so
     gathering first is exact and saves the vocabulary-sized matmul everywhere else."""

@@ -11,6 +11,8 @@ receiver, as the APP authors run it) while doing far less work:
 - senders are stacked along the batch dimension (chunked to a memory budget), grouped by layer;
 - a pass starts at the sender's layer from the cached clean residual (earlier layers are unchanged) and
   a q/k/v record stops at the receiver's layer; the receiver pass starts at the receiver's layer;
+- a logits score runs only the prediction position: with every head's z frozen, no attention mixes
+  positions after the patch, so the final residual there depends on that position's own stream alone;
 - one sender pass serves every receiver in a layer and all three components;
 - every (receiver, component, sender) score is memoised, so a grid of searches re-uses work.
 Heads outside the requested sender set get NaN and cost nothing.
@@ -23,7 +25,7 @@ from typing import Callable, Iterable
 import torch
 
 from .costs import Cost, layer_flops_per_token, timed, unembed_flops
-from .hooks import StopForward, final_residual, logits_at, model_device, run_until
+from .hooks import StopForward, final_residual, logits_at, model_device, run_blocks, run_until
 
 COMPONENTS = ("q", "k", "v")
 LOGITS = "logits"
@@ -56,17 +58,20 @@ class _PatchingBase:
         self._sender_passes_seen: set[tuple[Head, int]] = set()
 
     def _count_evaluation(self, sender: Head, receiver_layer: int | None) -> None:
-        """One (sender, receiver, component) score, and the least work any exact method needs for it.
+        """One (sender, receiver, component) score, and the least work an exact method needs for it.
 
-        Lower bound: the layers from the sender to the end for a logits receiver; for a head receiver, one
-        sender pass to the receiver layer's q/k/v per (sender, receiver layer) over the engine's lifetime
-        (it can serve every receiver there) plus a pass from the receiver layer to the end.
+        Lower bound, in whole layers at the positions that must be computed: for a logits receiver, the
+        layers from the sender to the end at the prediction position only (frozen heads do not mix
+        positions); for a head receiver, one sender pass over every position to the receiver layer's
+        q/k/v per (sender, receiver layer) over the engine's lifetime (it can serve every receiver there)
+        plus a pass from the receiver layer to the end (now attention mixes positions again).
         """
         n, T, layer_flops = self.n_prompts, self.seq_len, self._layer_flops
         self.cost.sender_evaluations += 1
         end = self.cfg.n_layers
         if receiver_layer is None:
-            self.cost.flops_lower_bound += n * (T * (end - sender[0]) * layer_flops + unembed_flops(self.cfg))
+            self.cost.flops_lower_bound += n * ((end - sender[0]) * layer_flops_per_token(self.cfg, 1)
+                                                + unembed_flops(self.cfg))
             return
         if (sender, receiver_layer) not in self._sender_passes_seen:
             self._sender_passes_seen.add((sender, receiver_layer))
@@ -118,9 +123,10 @@ class _PatchingBase:
             out[l, h] = value
         return out
 
-    def _ld(self, resid: torch.Tensor, groups: int) -> torch.Tensor:
-        """Mean metric per block of ``n_prompts`` rows: [groups]."""
-        logits = logits_at(self.model, resid, self.end_pos.repeat(groups))
+    def _ld(self, resid: torch.Tensor, groups: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean metric per block of ``n_prompts`` rows, read at ``positions`` (default: end_pos): [groups]."""
+        positions = self.end_pos.repeat(groups) if positions is None else positions
+        logits = logits_at(self.model, resid, positions)
         return self.metric(logits.reshape(groups, self.n_prompts, -1)).float().mean(-1).cpu()
 
 
@@ -204,14 +210,17 @@ class PathPatcher(_PatchingBase):
     """The fast exact engine (see the module docstring). Same interface and numbers as the naive one.
 
     ``chunk_size``: senders stacked in one pass (default: as many as ``memory_mb`` allows, never more than
-    one layer's heads, so every pass starts exactly at its senders' layer).
+    one layer's heads, so every pass starts exactly at its senders' layer). ``memory_mb`` defaults to 512
+    on an accelerator and 64 on a CPU, where wider passes spill out of the caches and run no faster.
     """
 
     def __init__(self, model, clean_tokens, corrupted_tokens, end_pos, metric: Metric,
-                 chunk_size: int | None = None, memory_mb: float = 512):
+                 chunk_size: int | None = None, memory_mb: float | None = None):
         super().__init__(model, clean_tokens, corrupted_tokens, end_pos, metric)
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1 sender per pass, got {chunk_size}")
+        if memory_mb is None:
+            memory_mb = 64 if self.device.type == "cpu" else 512
         self.chunk_size = chunk_size or self._auto_chunk(memory_mb)
         self._memo: dict[object, torch.Tensor] = {}
         with timed(self.cost):
@@ -219,6 +228,11 @@ class PathPatcher(_PatchingBase):
             _, self._corrupted_z, corrupted_final = self._cache_run(self.corrupted_tokens)
             self._set_baselines(float(self._ld(clean_final, 1)), float(self._ld(corrupted_final, 1)))
         self.setup_cost = self.cost.copy()  # the clean and corrupted caches: needed by any method
+        # The prediction position alone, [n, 1, ...]: all a logits score needs (see the module docstring).
+        rows = torch.arange(self.n_prompts, device=self.device)
+        at_end = lambda acts: [a[rows, self.end_pos][:, None] for a in acts]  # noqa: E731
+        self._end_resid, self._end_clean_z, self._end_corrupted_z = map(
+            at_end, (self._clean_resid, self._clean_z, self._corrupted_z))
 
     def _auto_chunk(self, memory_mb: float) -> int:
         """Senders per pass that keep the activations of one pass within ``memory_mb``."""
@@ -241,13 +255,14 @@ class PathPatcher(_PatchingBase):
         self._charge(self.n_prompts, full_layers=self.cfg.n_layers, unembed=True)
         return resid, zs, final
 
-    def _charge(self, rows: int, full_layers: int, qkv: bool = False, unembed: bool = False) -> float:
-        """Count one executed pass of ``rows`` prompts; returns its FLOPs."""
-        flops = rows * (self.seq_len * (full_layers * self._layer_flops + qkv * self._qkv_flops)
-                        + unembed * unembed_flops(self.cfg))
+    def _charge(self, rows: int, full_layers: int, qkv: bool = False, unembed: bool = False,
+                tokens: int | None = None) -> None:
+        """Count one executed pass of ``rows`` prompts over ``tokens`` positions (default: all)."""
+        tokens = tokens or self.seq_len
+        layer_flops = layer_flops_per_token(self.cfg, tokens)
         self.cost.forward_passes += 1
-        self.cost.flops += flops
-        return flops
+        self.cost.flops += rows * (tokens * (full_layers * layer_flops + qkv * self._qkv_flops)
+                                   + unembed * unembed_flops(self.cfg))
 
     def _chunks(self, senders: list[Head]) -> list[list[Head]]:
         """Consecutive same-layer groups of at most ``chunk_size`` senders."""
@@ -259,16 +274,19 @@ class PathPatcher(_PatchingBase):
                 chunks.append([sender])
         return chunks
 
-    def _freeze_hooks(self, chunk: list[Head], stop_layer: int):
-        """z hooks for layers [sender layer, stop_layer): clean z everywhere, corrupted for each block's sender."""
+    def _freeze_hooks(self, chunk: list[Head], stop_layer: int, end_only: bool = False):
+        """z hooks for layers [sender layer, stop_layer): clean z everywhere, corrupted for each block's
+        sender; at the prediction position only when ``end_only``."""
         start, n, blocks = chunk[0][0], self.n_prompts, len(chunk)
+        clean, corrupted = ((self._end_clean_z, self._end_corrupted_z) if end_only
+                            else (self._clean_z, self._corrupted_z))
 
         def make(layer):
             def hook(z, hook):  # noqa: ARG001
-                z = self._clean_z[layer].repeat(blocks, 1, 1, 1)
+                z = clean[layer].repeat(blocks, 1, 1, 1)
                 if layer == start:
                     for b, (_, head) in enumerate(chunk):
-                        z[b * n:(b + 1) * n, :, head] = self._corrupted_z[layer][:, :, head]
+                        z[b * n:(b + 1) * n, :, head] = corrupted[layer][:, :, head]
                 return z
             return hook
         return [(f"blocks.{l}.attn.hook_z", make(l)) for l in range(start, stop_layer)]
@@ -291,11 +309,12 @@ class PathPatcher(_PatchingBase):
         wanted = self._senders(senders, n_layers)
         with timed(self.cost):
             for chunk in self._chunks(self._missing(LOGITS, n_layers, wanted)):
-                start = chunk[0][0]
-                x = self._clean_resid[start].repeat(len(chunk), 1, 1)
-                resid = final_residual(self.model, x, self._freeze_hooks(chunk, n_layers), start_at_layer=start)
-                self._charge(len(chunk) * self.n_prompts, full_layers=n_layers - start, unembed=True)
-                scores = self.normalise(self._ld(resid, len(chunk)))
+                start, rows = chunk[0][0], len(chunk) * self.n_prompts
+                x = self._end_resid[start].repeat(len(chunk), 1, 1)
+                resid = run_blocks(self.model, x, start, self._freeze_hooks(chunk, n_layers, end_only=True))
+                self._charge(rows, full_layers=n_layers - start, unembed=True, tokens=1)
+                scores = self.normalise(self._ld(resid, len(chunk), torch.zeros(rows, dtype=torch.long,
+                                                                                device=self.device)))
                 for sender, score in zip(chunk, scores.tolist()):
                     self._memo[LOGITS][sender] = score
                     self._count_evaluation(sender, None)
@@ -339,7 +358,7 @@ class PathPatcher(_PatchingBase):
         x = self._clean_resid[start].repeat(len(chunk), 1, 1)
         hooks = self._freeze_hooks(chunk, layer)
         hooks += [(f"blocks.{layer}.attn.hook_{c}", grab(c)) for c in COMPONENTS]
-        run_until(self.model, x, hooks, start_at_layer=start)
+        run_blocks(self.model, x, start, hooks, stop=layer + 1)
         self._charge(len(chunk) * self.n_prompts, full_layers=layer - start, qkv=True)
         return records
 
@@ -366,7 +385,7 @@ class PathPatcher(_PatchingBase):
             hooks = [(f"blocks.{layer}.attn.hook_{c}", make(c)) for c in COMPONENTS
                      if any(c == g[1] for g in group)]
             x = self._clean_resid[layer].repeat(len(group), 1, 1)
-            resid = final_residual(self.model, x, hooks, start_at_layer=layer)
+            resid = run_blocks(self.model, x, layer, hooks)
             self._charge(len(group) * n, full_layers=self.cfg.n_layers - layer, unembed=True)
             scores = self.normalise(self._ld(resid, len(group)))
             for (h, c, i), score in zip(group, scores.tolist()):

@@ -104,8 +104,11 @@ print(f"path patching {sender[0]}.{sender[1]} → logits, by hand: {by_hand:+.4f
 # ## 2 · The same number from the kit
 # `PathPatcher` computes exactly the same quantity, but stacks many senders into one batch, starts
 # each pass at the sender's layer (earlier layers are unchanged, so their cached clean values are
-# reused), and remembers every score it has computed. `NaivePathPatcher` is the kit's deliberately
-# plain reference: one full forward pass per sender, like the code above.
+# reused), and remembers every score it has computed. For the logits it goes further: with every
+# head frozen, no attention layer moves information between positions after the patch, so the final
+# residual at the prediction position depends only on that position's own stream — the engine runs
+# one position per prompt instead of all of them. `NaivePathPatcher` is the kit's deliberately plain
+# reference: one full forward pass per sender, like the code above.
 
 # %%
 import math
