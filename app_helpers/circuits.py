@@ -216,3 +216,19 @@ def reference_circuit(name: str) -> Circuit:
     if name not in _REFERENCES:
         raise ValueError(f"unknown reference circuit {name!r}; known: {', '.join(REFERENCE_NAMES)}")
     return _REFERENCES[name]()
+
+
+# --- Published results beside which a run is read (GPT-2 small) -----------------------------------------
+#: Andersen et al. 2025, Table 2: per task and row, (Perf %, heads, TPR % vs the dense PP circuit). "PP" is
+#: the dense path-patching circuit (no TPR); the others are the pruned sets at their cliffs.
+PAPER_TABLE2 = {
+    "ioi": {"PP": (96.95, 21, None), "FLAP": (93.51, 49, 80.95), "Contrastive": (67.34, 22, 76.19),
+            "Merged": (92.60, 54, 90.48)},
+    "greater_than": {"PP": (79.65, 8, None), "FLAP": (7.63, 16, 37.5), "Contrastive": (69.38, 31, 87.5),
+                     "Merged": (73.08, 37, 87.5)},
+    "gendered_pronouns": {"PP": (74.74, 5, None), "Merged": (69.36, 48, 100.0)},
+    "name_induction": {"PP": (93.35, 22, None), "Merged": (88.69, 47, 90.91)},
+    "docstring": {"PP": (64.61, 46, None), "Merged": (76.36, 60, 76.09)},
+}
+#: GFLOPs of dense PP / APP over the whole grid (Andersen et al. 2025; the one per-task figure given).
+PAPER_GFLOP_SPEEDUP = {"ioi": 5.6}

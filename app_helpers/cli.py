@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from . import models
+from .tasks import TASKS
 
 
 def cmd_info(args) -> int:
@@ -28,12 +29,14 @@ def cmd_run(args) -> int:
     from . import report
     from .pipeline import run_comparison
 
+    task_options = _task_options(args.task_option)  # before loading anything: bad input fails fast
     torch.manual_seed(args.seed)
     bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
     choice = models.choose_model(args.model)
     comparison = run_comparison(bridge, args.task, n=args.n, seed=args.seed, eval_n=args.eval_n,
                                 model_name=choice.spec, show_progress=not args.quiet,
-                                references=_references_for(choice.location, args.task))
+                                references=_references_for(choice.location, args.task),
+                                task_options=task_options)
     print(report.comparison_table(comparison))
     out = Path(args.out)
     report.write_json_atomic(report.comparison_record(comparison), out / "comparison.json")
@@ -63,6 +66,17 @@ def _references_for(location: str, task: str) -> dict:
     return {name: reference_circuit(name) for name in names}
 
 
+def _task_options(pairs: list[str]) -> dict[str, str]:
+    """``["metric=prob_diff", ...]`` → ``{"metric": "prob_diff"}``; ``make_task`` checks the names."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not (sep and key and value):
+            raise ValueError(f"--task-option wants KEY=VALUE (e.g. metric=prob_diff), got {pair!r}")
+        options[key] = value
+    return options
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=models.AUTO,
                         help="'auto', a hub name (gpt2), a local model directory, a bundled name, or "
@@ -79,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
     run = sub.add_parser("run", help="dense path patching vs APP on a task: table, JSON, figures")
     _model_options(run)
-    run.add_argument("--task", default="ioi", help="ioi, greater_than, gendered_pronouns, induction, docstring")
+    run.add_argument("--task", default="ioi", help=f"one of {', '.join(TASKS)} (default ioi)")
+    run.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="repeatable: metric=prob_diff, corruption=ABA|ABD (IOI), names=single|full (induction)")
     run.add_argument("--n", type=int, default=100, help="prompts used for scoring and search (default 100)")
     run.add_argument("--eval-n", type=int, default=200, help="held-out prompts for Perf (default 200)")
     run.add_argument("--seed", type=int, default=0, help="seed of the search prompts (held-out: seed+1000)")

@@ -18,7 +18,7 @@ from .evaluation import evaluate_circuits
 from .patching import PathPatcher
 from .pruning import DEFAULT_SPARSITIES, PruningResult, prune_for_app
 from .search import GRID_SCALES, GRID_THRESHOLDS, GridResult, grid_search
-from .tasks import make_task
+from .tasks import TaskData, make_task
 
 #: Pareto settings per method (method.md §2): minimum Perf and maximum fraction of all heads.
 PARETO = {"dense": (73.0, 0.25), "app": (75.0, 0.5)}
@@ -52,6 +52,7 @@ class Comparison:
     dense: SearchRun
     app: SearchRun
     references: dict[str, Circuit] = field(default_factory=dict)
+    eval_task: TaskData | None = field(default=None, repr=False)  # the held-out prompts Perf was measured on
 
     def overlaps(self) -> dict[str, dict[str, dict]]:
         """Overlap of each method's circuit with the dense circuit and with every reference circuit."""
@@ -98,10 +99,14 @@ def run_comparison(model, task_name: str = "ioi", n: int = 100, seed: int = 0, e
                    model_name: str = "", sparsities=DEFAULT_SPARSITIES, rule: str = "first",
                    sparsity: dict | None = None, scales=GRID_SCALES, thresholds=GRID_THRESHOLDS,
                    references: dict[str, Circuit] | None = None, engine_kwargs=None,
-                   show_progress: bool = True) -> Comparison:
-    """Dense path patching and APP on ``task_name`` (``n`` prompts to search, ``eval_n`` held out)."""
-    task = make_task(task_name, model, n=n, seed=seed)
-    eval_task = make_task(task_name, model, n=eval_n, seed=seed + HELD_OUT_SEED_OFFSET)
+                   show_progress: bool = True, task_options: dict | None = None) -> Comparison:
+    """Dense path patching and APP on ``task_name`` (``n`` prompts to search, ``eval_n`` held out).
+
+    ``task_options`` go to ``make_task`` for both prompt sets (e.g. ``{"metric": "prob_diff"}``).
+    """
+    options = dict(task_options or {})
+    task = make_task(task_name, model, n=n, seed=seed, **options)
+    eval_task = make_task(task_name, model, n=eval_n, seed=seed + HELD_OUT_SEED_OFFSET, **options)
     start = time.perf_counter()
     pruning = prune_for_app(model, task, sparsities, rule, sparsity)
     cost = pruning_cost(model, task, sum(len(set(s.kept)) for s in pruning.sweeps.values()),
@@ -109,4 +114,5 @@ def run_comparison(model, task_name: str = "ioi", n: int = 100, seed: int = 0, e
     dense = run_grid(model, task, eval_task, "dense PP", None, scales, thresholds, engine_kwargs, show_progress)
     app = run_grid(model, task, eval_task, "APP", pruning.merged, scales, thresholds, engine_kwargs,
                    show_progress)
-    return Comparison(model_name, task.name, n, eval_n, seed, pruning, cost, dense, app, dict(references or {}))
+    return Comparison(model_name, task.name, n, eval_n, seed, pruning, cost, dense, app, dict(references or {}),
+                      eval_task)

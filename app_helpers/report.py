@@ -10,7 +10,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from . import viz
-from .circuits import head_name
+from .circuits import PAPER_GFLOP_SPEEDUP, PAPER_TABLE2, head_name, overlap
+from .evaluation import evaluate_circuits
 from .pipeline import Comparison
 
 
@@ -68,6 +69,37 @@ def comparison_table(c: Comparison) -> str:
     return "\n".join(lines)
 
 
+def table2_rows(c: Comparison, model) -> dict[str, tuple[float, int, float | None]]:
+    """This run's numbers in the shape of the paper's Table 2: the dense circuit (Perf, heads) and each
+    pruned set at its cliff (Perf on the comparison's held-out prompts, size, TPR % against the dense
+    circuit) — how much of the circuit survives pruning, and whether the survivors still do the task."""
+    sets = {"FLAP": c.pruning.kept["flap"], "Contrastive": c.pruning.kept["contrastive"], "Merged": c.pruning.merged}
+    rows = {"PP": (c.dense.perf, len(c.dense.circuit), None)}
+    for (label, heads), r in zip(sets.items(), evaluate_circuits(model, c.eval_task, list(sets.values()))):
+        rows[label] = (r.perf, len(heads), 100 * overlap(heads, c.dense.circuit)["tpr"])
+    return rows
+
+
+def paper_table(c: Comparison, model) -> str:
+    """``table2_rows`` beside the paper's GPT-2 small numbers for the same task (rows the paper lists;
+    all rows when it lists none), and the grid's GFLOPs speed-up where the paper gives it."""
+    ours, paper = table2_rows(c, model), PAPER_TABLE2.get(c.task, {})
+
+    def cell(values) -> str:
+        if values is None:
+            return "not in the paper"
+        perf, heads, tpr = values
+        return f"{perf:6.2f} / {heads:3d} / " + ("   —  " if tpr is None or math.isnan(tpr) else f"{tpr:6.2f}")
+    lines = [f"{c.task}: paper (GPT-2 small) vs this run ({c.model or 'model'}) — Perf % / heads / TPR % vs dense",
+             f"{'':<12} {'paper':>26}   {'this run':>26}"]
+    lines += [f"{label:<12} {cell(paper.get(label)):>26}   {cell(ours[label]):>26}" for label in (paper or ours)]
+    if c.task in PAPER_GFLOP_SPEEDUP:
+        ours_speedup = _ratio(c.dense.cost.flops, c.app.cost.flops)
+        lines.append(f"{'GFLOPs ×':<12} {'×' + format(PAPER_GFLOP_SPEEDUP[c.task], 'g'):>26}   "
+                     f"{'×' + format(ours_speedup, '.2f'):>26}")
+    return "\n".join(lines)
+
+
 def comparison_record(c: Comparison) -> dict:
     """Everything needed to reproduce and check the numbers, as plain JSON types."""
     def run(r):
@@ -81,6 +113,8 @@ def comparison_record(c: Comparison) -> dict:
     p = c.pruning
     return {
         "model": c.model, "task": c.task, "n": c.n, "eval_n": c.eval_n, "seed": c.seed,
+        "task_options": None if c.eval_task is None else
+        {k: v for k, v in c.eval_task.options.items() if k not in ("n", "seed")} | {"metric": c.eval_task.metric},
         "pruning": {
             "sparsity": p.sparsity, "merged": sorted(map(head_name, p.merged)),
             "kept": {m: sorted(map(head_name, k)) for m, k in p.kept.items()},

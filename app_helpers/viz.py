@@ -36,10 +36,12 @@ def _outline(ax, heads: Iterable[tuple[int, int]], colour="black", width=1.8):
 
 
 def head_heatmap(matrix, title: str = "", outlined: Iterable[tuple[int, int]] = (), diverging: bool = True,
-                 annotate: bool | None = None, label: str = "", ax=None):
+                 annotate: bool | None = None, label: str = "", ax=None, limit: float | None = None):
     """A [layer, head] heatmap (scores or path-patching effects); ``outlined`` heads get a black box.
 
     ``diverging`` centres the colour map at 0 (patching effects: red hurts, blue helps); NaN is grey.
+    ``limit``: the colour scale runs over ±limit (diverging) or up to limit; by default this matrix's
+    largest size. Give panels that are meant to be compared the same limit, or equal colours mislead.
     """
     data = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
     n_layers, n_heads = data.shape
@@ -47,9 +49,9 @@ def head_heatmap(matrix, title: str = "", outlined: Iterable[tuple[int, int]] = 
         figsize=(max(4.0, 0.45 * n_heads + 2), max(2.5, 0.4 * n_layers + 1.2)))
     cmap = plt.get_cmap("RdBu" if diverging else "viridis").with_extremes(bad=NAN_COLOUR)
     finite = data[np.isfinite(data)]
-    bound = float(np.abs(finite).max()) if finite.size else 1.0
+    bound = limit if limit is not None else (float(np.abs(finite).max()) if finite.size else 1.0)
     bound = bound or 1.0
-    limits = dict(vmin=-bound, vmax=bound) if diverging else {}
+    limits = dict(vmin=-bound, vmax=bound) if diverging else ({} if limit is None else dict(vmax=bound))
     image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, aspect="auto", **limits)
     fig.colorbar(image, ax=ax, label=label)
     _grid_axes(ax, n_layers, n_heads)

@@ -152,13 +152,10 @@ for corruption, what in CORRUPTIONS.items():
 
 # %%
 from app_helpers import viz
+from app_helpers.attention import attention_between, attention_patterns
 
-pattern_hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)]
-_, cache = model.run_with_cache(task.clean_tokens, names_filter=pattern_hooks)
-rows = torch.arange(len(task))
-end, io, s1 = task.word_pos["END"], task.word_pos["IO"], task.word_pos["S1"]
-patterns = [cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(n_layers)]  # [prompt, head, query, key]
-io_minus_s = torch.stack([(p[rows, :, end, io] - p[rows, :, end, s1]).mean(0) for p in patterns])
+patterns = attention_patterns(model, task.clean_tokens)  # [layer, prompt, head, query, key]
+io_minus_s = attention_between(task, patterns, "END", "IO") - attention_between(task, patterns, "END", "S1")
 name_movers = [(9, 9), (9, 6), (10, 0)] if model_is_gpt2 else []
 fig = viz.head_heatmap(io_minus_s, "attention END→IO minus END→S1, mean over prompts", outlined=name_movers,
                        label="attention difference")
@@ -174,7 +171,7 @@ import circuitsvis as cv
 shown = name_movers or [divmod(int(i), n_heads) for i in io_minus_s.flatten().argsort(descending=True)[:3]]
 length = int(task.lengths[0])
 cv.attention.attention_heads(
-    attention=torch.stack([patterns[layer][0, head, :length, :length] for layer, head in shown]).cpu(),
+    attention=torch.stack([patterns[layer, 0, head, :length, :length] for layer, head in shown]).cpu(),
     tokens=task.str_tokens(0),
     attention_head_names=[f"{layer}.{head}" for layer, head in shown],
 )

@@ -127,7 +127,8 @@ print(f"{'all senders → logits':<22} {'forward passes':>15} {'GFLOPs':>9} {'se
 for name, e in (("naive (one per sender)", naive), ("kit engine", engine)):
     work = e.cost - e.setup_cost  # leave out the two caching passes both need
     print(f"{name:<22} {work.forward_passes:>15} {work.flops / 1e9:>9.2f} {work.seconds:>8.2f}")
-print("(on a small model on a CPU, seconds are dominated by overheads; passes and FLOPs are what grow with the model)")
+print("(the naive loop runs every layer at every position per sender; the engine runs the layers from the sender on,\n"
+      " at the prediction position only, several senders per pass)")
 
 # %%
 from app_helpers import viz
@@ -163,7 +164,7 @@ else:
 #
 # Only heads in layers below $L$ can be senders, so the matrices have $L$ rows. We take as receiver the
 # strongest head above layer 0 (on GPT-2 small: usually a name mover, whose **query** is steered by the
-# S-inhibition heads). Each panel has its own colour scale: read it off its colour bar.
+# S-inhibition heads). The three panels share one colour scale, so equal colours mean equal effects.
 
 # %%
 import matplotlib.pyplot as plt
@@ -173,8 +174,9 @@ receiver = (1 + int(upper.flatten().argmax()) // n_heads, int(upper.flatten().ar
 qkv = {c: engine.to_head(receiver, c) for c in ("q", "k", "v")}
 width, height = max(4.0, 0.45 * n_heads + 2), max(2.5, 0.4 * receiver[0] + 1.2)
 fig, axes = plt.subplots(1, 3, figsize=(3 * width, height))
+shared = max(float(m.abs().nan_to_num(0).max()) for m in qkv.values())
 for ax, (c, matrix) in zip(axes, qkv.items()):
-    viz.head_heatmap(matrix, f"senders → {receiver[0]}.{receiver[1]} via {c}", ax=ax)
+    viz.head_heatmap(matrix, f"senders → {receiver[0]}.{receiver[1]} via {c}", ax=ax, limit=shared)
 fig.tight_layout()
 
 # %% [markdown]

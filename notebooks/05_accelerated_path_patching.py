@@ -80,8 +80,11 @@ from app_helpers import viz
 
 width, height = max(4.0, 0.45 * n_heads + 2), max(2.5, 0.4 * n_layers + 1.2)
 fig, axes = plt.subplots(1, 2, figsize=(2 * width, height + 0.6))
-viz.head_heatmap(dense.grid.best.scores["logits"], f"dense PP: {pruning.n_heads_total} heads evaluated", ax=axes[0])
-viz.head_heatmap(app.grid.best.scores["logits"], f"APP: {len(pruning.merged)} heads evaluated", ax=axes[1])
+shared = float(dense.grid.best.scores["logits"].abs().nan_to_num(0).max())  # APP's scores are a subset of these
+viz.head_heatmap(dense.grid.best.scores["logits"], f"dense PP: {pruning.n_heads_total} heads evaluated", ax=axes[0],
+                 limit=shared)
+viz.head_heatmap(app.grid.best.scores["logits"], f"APP: {len(pruning.merged)} heads evaluated", ax=axes[1],
+                 limit=shared)
 fig.tight_layout()
 
 # %% [markdown]
@@ -183,33 +186,11 @@ fig.tight_layout()
 # IOI. The comparison is only meaningful on GPT-2 small.
 
 # %%
-import math
-
-from app_helpers.circuits import overlap
-from app_helpers.evaluation import evaluate_circuits
-from app_helpers.pipeline import HELD_OUT_SEED_OFFSET
-from app_helpers.tasks import make_task
-
-PAPER_IOI = {"PP": (96.95, 21, None), "FLAP": (93.51, 49, 80.95), "Contrastive": (67.34, 22, 76.19),
-             "Merged": (92.60, 54, 90.48)}  # Perf %, heads, TPR % vs dense PP (Andersen et al. 2025, Table 2)
-PAPER_GFLOP_SPEEDUP = 5.6
-
-eval_task = make_task("ioi", model, n=EVAL_N, seed=SEED + HELD_OUT_SEED_OFFSET)  # the same held-out set
-sets = {"FLAP": pruning.kept["flap"], "Contrastive": pruning.kept["contrastive"], "Merged": pruning.merged}
-ours = {"PP": (dense.perf, len(dense.circuit), None)}
-for (name, heads), r in zip(sets.items(), evaluate_circuits(model, eval_task, list(sets.values()))):
-    ours[name] = (r.perf, len(heads), 100 * overlap(heads, dense.circuit)["tpr"])
+from app_helpers.report import paper_table
 
 if not model_is_gpt2:
     print(f"NOTE: this run used {choose_model(MODEL).spec}, not GPT-2 small: the paper's column is for orientation only.\n")
-print(f"{'':<12} {'paper: Perf / heads / TPR':>28}   {'this run: Perf / heads / TPR':>30}")
-for name in PAPER_IOI:
-    cells = []
-    for perf, heads, tpr in (PAPER_IOI[name], ours[name]):
-        cells.append(f"{perf:6.2f} / {heads:3d} / " + ("   —  " if tpr is None or math.isnan(tpr) else f"{tpr:6.2f}"))
-    print(f"{name:<12} {cells[0]:>28}   {cells[1]:>30}")
-speedup = dict((label, a) for label, _, a in comparison_rows(comparison))["speed-up: GFLOPs"]
-print(f"{'GFLOPs speed-up':<12} {'×' + format(PAPER_GFLOP_SPEEDUP, 'g'):>28}   {'×' + format(speedup, '.2f'):>30}")
+print(paper_table(comparison, model))
 
 # %% [markdown]
 # ## Summary

@@ -147,33 +147,12 @@ fig = viz.cost_bars({"dense PP": dense_total, "APP": app_total, "APP + pruning":
 # Greater-Than and the dense and Merged rows for the other tasks. Only meaningful on GPT-2 small.
 
 # %%
-import math
+from app_helpers.report import paper_table
 
-from app_helpers.circuits import overlap
-from app_helpers.evaluation import evaluate_circuits
-from app_helpers.pipeline import HELD_OUT_SEED_OFFSET
-
-PAPER = {  # Perf %, heads, TPR % vs the dense PP circuit (Andersen et al. 2025, Table 2, GPT-2 small)
-    "greater_than": {"PP": (79.65, 8, None), "FLAP": (7.63, 16, 37.5), "Contrastive": (69.38, 31, 87.5),
-                     "Merged": (73.08, 37, 87.5)},
-    "gendered_pronouns": {"PP": (74.74, 5, None), "Merged": (69.36, 48, 100.0)},
-    "name_induction": {"PP": (93.35, 22, None), "Merged": (88.69, 47, 90.91)},
-    "docstring": {"PP": (64.61, 46, None), "Merged": (76.36, 60, 76.09)},
-}
 if not model_is_gpt2:
     print(f"NOTE: this run used {choose_model(MODEL).spec}, not GPT-2 small: the paper's column is for orientation only.\n")
-print(f"{'':<30} {'paper: Perf / heads / TPR':>28}   {'this run: Perf / heads / TPR':>30}")
-for name, c in comparisons.items():
-    eval_task = make_task(name, model, n=EVAL_N, seed=SEED + HELD_OUT_SEED_OFFSET)  # the comparison's held-out set
-    sets = {"FLAP": c.pruning.kept["flap"], "Contrastive": c.pruning.kept["contrastive"], "Merged": c.pruning.merged}
-    ours = {"PP": (c.dense.perf, len(c.dense.circuit), None)}
-    for (label, heads), r in zip(sets.items(), evaluate_circuits(model, eval_task, list(sets.values()))):
-        ours[label] = (r.perf, len(heads), 100 * overlap(heads, c.dense.circuit)["tpr"])
-    for label, paper in PAPER.get(name, {}).items():
-        cells = []
-        for perf, heads, tpr in (paper, ours[label]):
-            cells.append(f"{perf:6.2f} / {heads:3d} / " + ("   —  " if tpr is None or math.isnan(tpr) else f"{tpr:6.2f}"))
-        print(f"{name + ' · ' + label:<30} {cells[0]:>28}   {cells[1]:>30}")
+for c in comparisons.values():
+    print(paper_table(c, model), "\n")
 
 # %% [markdown]
 # ## Summary

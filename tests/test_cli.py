@@ -21,3 +21,8 @@ def test_module_entry_point_runs():
     done = subprocess.run([sys.executable, "-m", "app_helpers", "--help"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "info" in done.stdout
+
+
+def test_malformed_task_option_exits_2_before_loading_a_model(capsys):
+    assert main(["run", "--model", "no-such-model", "--task-option", "metric"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err  # not the unknown-model error: options are checked first

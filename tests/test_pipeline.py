@@ -55,3 +55,45 @@ def test_figures_are_written(comparison, tmp_path):
 def test_run_command_rejects_an_unknown_task(capsys):
     assert main(["run", "--model", "random-gpt2", "--task", "tic-tac-toe", "--out", "unused"]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+def test_comparison_keeps_its_held_out_prompts(comparison, tiny_gpt2):
+    from app_helpers.tasks import make_task
+
+    held_out = comparison.eval_task
+    assert len(held_out) == comparison.eval_n
+    searched = make_task("ioi", tiny_gpt2, n=comparison.n, seed=comparison.seed)
+    assert held_out.clean_prompts != searched.clean_prompts  # a fresh draw, not the searched prompts
+
+
+def test_table2_rows_and_the_paper_beside_them(comparison, tiny_gpt2):
+    from app_helpers.circuits import PAPER_TABLE2, overlap
+    from app_helpers.evaluation import evaluate_circuit
+
+    rows = report.table2_rows(comparison, tiny_gpt2)
+    assert list(rows) == ["PP", "FLAP", "Contrastive", "Merged"]
+    assert rows["PP"] == (comparison.dense.perf, len(comparison.dense.circuit), None)
+    merged = comparison.pruning.merged
+    perf, size, tpr = rows["Merged"]
+    assert size == len(merged)
+    assert tpr == pytest.approx(100 * overlap(merged, comparison.dense.circuit)["tpr"], nan_ok=True)
+    assert perf == pytest.approx(evaluate_circuit(tiny_gpt2, comparison.eval_task, merged).perf)
+    table = report.paper_table(comparison, tiny_gpt2)
+    assert f"{PAPER_TABLE2['ioi']['Merged'][0]:.2f}" in table and "×5.6" in table
+
+
+def test_task_options_reach_both_prompt_sets_and_the_record(tiny_gpt2, monkeypatch):
+    from app_helpers import pipeline
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return make_task(*args, **kwargs)
+    make_task = pipeline.make_task
+    monkeypatch.setattr(pipeline, "make_task", spy)
+    c = run_comparison(tiny_gpt2, "ioi", n=8, eval_n=8, seed=0, show_progress=False, scales=(1.0,),
+                       thresholds=(0.0,), task_options={"corruption": "ABA"})
+    assert [call["corruption"] for call in calls] == ["ABA", "ABA"]  # search prompts, held-out prompts
+    assert report.comparison_record(c)["task_options"] == {"corruption": "ABA", "prepend_bos": True,
+                                                          "metric": "logit_diff"}

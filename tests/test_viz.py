@@ -61,3 +61,10 @@ def test_cost_bars_label_values():
     fig = viz.cost_bars({"dense": Cost(100, 10, 2e9, 1e9, 3.0), "APP": Cost(20, 4, 5e8, 4e8, 0.5)})
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert {"100", "20", "2", "0.500"} <= set(texts)
+
+
+def test_head_heatmap_shared_limit_sets_the_colour_scale():
+    m = torch.tensor([[0.1, -0.2], [0.05, 0.0]])
+    own = viz.head_heatmap(m).axes[0].images[0].get_clim()
+    shared = viz.head_heatmap(m, limit=1.5).axes[0].images[0].get_clim()
+    assert own == pytest.approx((-0.2, 0.2)) and shared == pytest.approx((-1.5, 1.5))
