@@ -70,7 +70,7 @@ def app_vs_dense(model, task_name: str, n: int, eval_n: int, seed: int) -> tuple
          "", f"TPR vs dense {table['TPR vs dense PP'][1]:.2f}, Perf {comparison.dense.perf:.1f} vs "
              f"{comparison.app.perf:.1f}"),
         ("executed FLOPs / lower bound", _bound_ratio(comparison.dense), _bound_ratio(comparison.app), "",
-         "patching passes only (set-up caches excluded); 1.00 = no wasted layer"),
+         "patching passes only (set-up caches excluded); 1.00 = nothing beyond the needed layers and positions"),
         ("full APP pipeline (scores, sweep, 2 grids, eval)", "", f"{seconds:.1f} s", "",
          f"pruning {comparison.pruning_cost.seconds:.1f} s, APP grid {a.seconds:.1f} s, dense grid {d.seconds:.1f} s"),
     ]

@@ -13,6 +13,8 @@ receiver, as the APP authors run it) while doing far less work:
   a q/k/v record stops at the receiver's layer; the receiver pass starts at the receiver's layer;
 - a logits score runs only the prediction position: with every head's z frozen, no attention mixes
   positions after the patch, so the final residual there depends on that position's own stream alone;
+- head receivers run the prompts in groups of similar length, each cut after its last prediction
+  position (attention is causal: later positions never reach it), so padding costs almost nothing;
 - one sender pass serves every receiver in a layer and all three components;
 - every (receiver, component, sender) score is memoised, so a grid of searches re-uses work.
 Heads outside the requested sender set get NaN and cost nothing.
@@ -20,6 +22,7 @@ Heads outside the requested sender set get NaN and cost nothing.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -56,17 +59,19 @@ class _PatchingBase:
         self._layer_flops = layer_flops_per_token(self.cfg, seq)
         self._qkv_flops = 2 * 3 * self.cfg.d_model * self.cfg.n_heads * self.cfg.d_head
         self._sender_passes_seen: set[tuple[Head, int]] = set()
+        self._needed_positions = int((self.end_pos + 1).sum())  # causal: nothing after END reaches it
 
     def _count_evaluation(self, sender: Head, receiver_layer: int | None) -> None:
         """One (sender, receiver, component) score, and the least work an exact method needs for it.
 
         Lower bound, in whole layers at the positions that must be computed: for a logits receiver, the
         layers from the sender to the end at the prediction position only (frozen heads do not mix
-        positions); for a head receiver, one sender pass over every position to the receiver layer's
-        q/k/v per (sender, receiver layer) over the engine's lifetime (it can serve every receiver there)
-        plus a pass from the receiver layer to the end (now attention mixes positions again).
+        positions); for a head receiver, one sender pass over every position up to each prompt's
+        prediction position to the receiver layer's q/k/v per (sender, receiver layer) over the engine's
+        lifetime (it can serve every receiver there), plus a pass from the receiver layer to the end over
+        the same positions (now attention mixes positions again).
         """
-        n, T, layer_flops = self.n_prompts, self.seq_len, self._layer_flops
+        n, T, layer_flops = self.n_prompts, self._needed_positions / self.n_prompts, self._layer_flops
         self.cost.sender_evaluations += 1
         end = self.cfg.n_layers
         if receiver_layer is None:
@@ -206,6 +211,55 @@ class NaivePathPatcher(_PatchingBase):
         return self._matrix(layer, scores)
 
 
+@dataclass
+class _View:
+    """Some of the prompts over some positions, with the clean and corrupted caches cut to match.
+
+    The engine runs a pass over one view at a time: the prediction positions of all prompts (logits
+    receivers) or a group of prompts of similar length up to its last prediction position.
+    """
+
+    prompts: torch.Tensor  # indices of the prompts in this view
+    end: torch.Tensor  # each prompt's prediction position within the view
+    resid: list[torch.Tensor]  # clean residual entering each layer [n, T, d_model]
+    clean_z: list[torch.Tensor]  # [n, T, n_heads, d_head] per layer
+    corrupted_z: list[torch.Tensor]
+
+    @property
+    def n(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def positions(self) -> int:
+        return self.resid[0].shape[1]
+
+
+def length_groups(lengths: list[int], max_groups: int = 4, pass_overhead: float = 0.05) -> list[list[int]]:
+    """Split prompts (by index) into groups of similar length, minimising the padded work.
+
+    Work of a group = its prompts × its longest length; every extra group costs ``pass_overhead`` of
+    one full-width pass (more, smaller passes), so near-equal lengths stay together. Exact dynamic
+    programme over the sorted distinct lengths.
+    """
+    distinct = sorted(set(lengths))
+    counts = [sum(1 for x in lengths if x == v) for v in distinct]
+    penalty = pass_overhead * len(lengths) * distinct[-1]
+    m = len(distinct)
+    best = {0: (0.0, [])}  # prefix end → (cost, cut points)
+    for end in range(1, m + 1):
+        options = []
+        for begin, (cost, cuts) in best.items():
+            if begin < end and len(cuts) < max_groups:
+                options.append((cost + sum(counts[begin:end]) * distinct[end - 1] + penalty, cuts + [end]))
+        best[end] = min(options)
+    bounds = [0, *best[m][1]]
+    groups = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        wanted = set(distinct[lo:hi])
+        groups.append([i for i, x in enumerate(lengths) if x in wanted])
+    return groups
+
+
 class PathPatcher(_PatchingBase):
     """The fast exact engine (see the module docstring). Same interface and numbers as the naive one.
 
@@ -224,15 +278,25 @@ class PathPatcher(_PatchingBase):
         self.chunk_size = chunk_size or self._auto_chunk(memory_mb)
         self._memo: dict[object, torch.Tensor] = {}
         with timed(self.cost):
-            self._clean_resid, self._clean_z, clean_final = self._cache_run(self.clean_tokens)
-            _, self._corrupted_z, corrupted_final = self._cache_run(self.corrupted_tokens)
+            clean_resid, clean_z, clean_final = self._cache_run(self.clean_tokens)
+            _, corrupted_z, corrupted_final = self._cache_run(self.corrupted_tokens)
             self._set_baselines(float(self._ld(clean_final, 1)), float(self._ld(corrupted_final, 1)))
+            caches = (clean_resid, clean_z, corrupted_z)
+            everyone = torch.arange(self.n_prompts, device=self.device)
+            self._end_view = self._view(everyone, caches, prediction_only=True)
+            self._length_views = [self._view(torch.tensor(group, device=self.device), caches)
+                                  for group in length_groups((self.end_pos + 1).tolist())]
         self.setup_cost = self.cost.copy()  # the clean and corrupted caches: needed by any method
-        # The prediction position alone, [n, 1, ...]: all a logits score needs (see the module docstring).
-        rows = torch.arange(self.n_prompts, device=self.device)
-        at_end = lambda acts: [a[rows, self.end_pos][:, None] for a in acts]  # noqa: E731
-        self._end_resid, self._end_clean_z, self._end_corrupted_z = map(
-            at_end, (self._clean_resid, self._clean_z, self._corrupted_z))
+
+    def _view(self, prompts: torch.Tensor, caches, prediction_only: bool = False) -> _View:
+        """``prompts`` at their prediction position only, or up to the last prediction position among them."""
+        end = self.end_pos[prompts]
+        if prediction_only:
+            resid, clean_z, corrupted_z = ([a[prompts, end][:, None] for a in acts] for acts in caches)
+            return _View(prompts, torch.zeros_like(end), resid, clean_z, corrupted_z)
+        last = int(end.max()) + 1
+        resid, clean_z, corrupted_z = ([a[prompts, :last] for a in acts] for acts in caches)
+        return _View(prompts, end, resid, clean_z, corrupted_z)
 
     def _auto_chunk(self, memory_mb: float) -> int:
         """Senders per pass that keep the activations of one pass within ``memory_mb``."""
@@ -274,19 +338,17 @@ class PathPatcher(_PatchingBase):
                 chunks.append([sender])
         return chunks
 
-    def _freeze_hooks(self, chunk: list[Head], stop_layer: int, end_only: bool = False):
-        """z hooks for layers [sender layer, stop_layer): clean z everywhere, corrupted for each block's
-        sender; at the prediction position only when ``end_only``."""
-        start, n, blocks = chunk[0][0], self.n_prompts, len(chunk)
-        clean, corrupted = ((self._end_clean_z, self._end_corrupted_z) if end_only
-                            else (self._clean_z, self._corrupted_z))
+    @staticmethod
+    def _freeze_hooks(chunk: list[Head], stop_layer: int, view: _View):
+        """z hooks for layers [sender layer, stop_layer): clean z everywhere, corrupted for each block's sender."""
+        start, n, blocks = chunk[0][0], view.n, len(chunk)
 
         def make(layer):
             def hook(z, hook):  # noqa: ARG001
-                z = clean[layer].repeat(blocks, 1, 1, 1)
+                z = view.clean_z[layer].repeat(blocks, 1, 1, 1)
                 if layer == start:
                     for b, (_, head) in enumerate(chunk):
-                        z[b * n:(b + 1) * n, :, head] = corrupted[layer][:, :, head]
+                        z[b * n:(b + 1) * n, :, head] = view.corrupted_z[layer][:, :, head]
                 return z
             return hook
         return [(f"blocks.{l}.attn.hook_z", make(l)) for l in range(start, stop_layer)]
@@ -303,19 +365,23 @@ class PathPatcher(_PatchingBase):
         memo = self._memo.setdefault(key, torch.full((n_layers, self.cfg.n_heads), math.nan))
         return [s for s in wanted if math.isnan(memo[s].item())]
 
+    def _scores(self, final: torch.Tensor) -> list[float]:
+        """Normalised metric per block from prediction-position residuals [blocks, n_prompts, d_model]."""
+        blocks = final.shape[0]
+        at = torch.zeros(blocks * self.n_prompts, dtype=torch.long, device=self.device)
+        return self.normalise(self._ld(final.reshape(blocks * self.n_prompts, 1, -1), blocks, at)).tolist()
+
     def to_logits(self, senders: Iterable[Head] | None = None) -> torch.Tensor:
         """[n_layers, n_heads] normalised effect of each sender on the logits (NaN: not a sender)."""
-        n_layers = self.cfg.n_layers
+        n_layers, view = self.cfg.n_layers, self._end_view
         wanted = self._senders(senders, n_layers)
         with timed(self.cost):
             for chunk in self._chunks(self._missing(LOGITS, n_layers, wanted)):
-                start, rows = chunk[0][0], len(chunk) * self.n_prompts
-                x = self._end_resid[start].repeat(len(chunk), 1, 1)
-                resid = run_blocks(self.model, x, start, self._freeze_hooks(chunk, n_layers, end_only=True))
-                self._charge(rows, full_layers=n_layers - start, unembed=True, tokens=1)
-                scores = self.normalise(self._ld(resid, len(chunk), torch.zeros(rows, dtype=torch.long,
-                                                                                device=self.device)))
-                for sender, score in zip(chunk, scores.tolist()):
+                start = chunk[0][0]
+                x = view.resid[start].repeat(len(chunk), 1, 1)
+                final = run_blocks(self.model, x, start, self._freeze_hooks(chunk, n_layers, view))
+                self._charge(len(chunk) * view.n, full_layers=n_layers - start, unembed=True, tokens=1)
+                for sender, score in zip(chunk, self._scores(final.view(len(chunk), view.n, -1))):
                     self._memo[LOGITS][sender] = score
                     self._count_evaluation(sender, None)
         return self._known(LOGITS, n_layers, wanted)
@@ -339,12 +405,26 @@ class PathPatcher(_PatchingBase):
                 wanted = self._senders(senders, layer)
                 jobs = {(layer, h, c): set(self._missing((layer, h, c), layer, wanted))
                         for h in sorted(set(heads)) for c in COMPONENTS}
-                union = sorted(set().union(*jobs.values()))
-                for chunk in self._chunks(union):
-                    records = self._record_qkv(chunk, layer)
-                    self._receiver_passes(chunk, records, layer, jobs)
+                for chunk in self._chunks(sorted(set().union(*jobs.values()))):
+                    self._score_chunk(chunk, layer, jobs)
 
-    def _record_qkv(self, chunk: list[Head], layer: int) -> dict[str, torch.Tensor]:
+    def _score_chunk(self, chunk: list[Head], layer: int, jobs: dict) -> None:
+        """Every missing (receiver head, component) score of ``chunk``'s senders: per length group, one
+        sender pass records q/k/v, then receiver passes of at most ``chunk_size`` blocks each."""
+        # One block of prompts per (receiver head, component, sender index in chunk) still missing.
+        blocks = [(h, c, i) for (_, h, c), missing in jobs.items() for i, s in enumerate(chunk) if s in missing]
+        groups = [blocks[start:start + self.chunk_size] for start in range(0, len(blocks), self.chunk_size)]
+        finals = [torch.empty(len(g), self.n_prompts, self.cfg.d_model, device=self.device) for g in groups]
+        for view in self._length_views:
+            records = self._record_qkv(chunk, layer, view)
+            for group, final in zip(groups, finals):
+                final[:, view.prompts] = self._receiver_pass(group, records, len(chunk), layer, view)
+        for group, final in zip(groups, finals):
+            for (h, c, i), score in zip(group, self._scores(final)):
+                self._memo[(layer, h, c)][chunk[i]] = score
+                self._count_evaluation(chunk[i], layer)
+
+    def _record_qkv(self, chunk: list[Head], layer: int, view: _View) -> dict[str, torch.Tensor]:
         """Sender-patched run from the senders' layer up to ``layer``'s q/k/v: [blocks*n, pos, head, d_head]."""
         records: dict[str, torch.Tensor] = {}
 
@@ -355,39 +435,33 @@ class PathPatcher(_PatchingBase):
                     raise StopForward
             return hook
         start = chunk[0][0]
-        x = self._clean_resid[start].repeat(len(chunk), 1, 1)
-        hooks = self._freeze_hooks(chunk, layer)
+        x = view.resid[start].repeat(len(chunk), 1, 1)
+        hooks = self._freeze_hooks(chunk, layer, view)
         hooks += [(f"blocks.{layer}.attn.hook_{c}", grab(c)) for c in COMPONENTS]
         run_blocks(self.model, x, start, hooks, stop=layer + 1)
-        self._charge(len(chunk) * self.n_prompts, full_layers=layer - start, qkv=True)
+        self._charge(len(chunk) * view.n, full_layers=layer - start, qkv=True, tokens=view.positions)
         return records
 
-    def _receiver_passes(self, chunk: list[Head], records, layer: int, jobs: dict) -> None:
-        """Clean runs from ``layer`` with one receiver head's q, k or v replaced by a sender's record."""
-        n, T = self.n_prompts, self.seq_len
-        # One block of n rows per (receiver head, component, sender) still missing.
-        blocks = [(h, c, i) for (_, h, c), missing in jobs.items() for i, s in enumerate(chunk) if s in missing]
-        for start in range(0, len(blocks), self.chunk_size):
-            group = blocks[start:start + self.chunk_size]
+    def _receiver_pass(self, group: list[tuple[int, str, int]], records, n_senders: int, layer: int,
+                       view: _View) -> torch.Tensor:
+        """Clean run from ``layer`` with, per block, one receiver head's q, k or v replaced by a sender's
+        record; returns the final residual at the prediction positions [blocks, view.n, d_model]."""
+        n, T = view.n, view.positions
 
-            def make(component):
-                picks = [(b, h, i) for b, (h, c, i) in enumerate(group) if c == component]
-                dst = torch.tensor([b for b, _, _ in picks], dtype=torch.long)
-                head = torch.tensor([h for _, h, _ in picks], dtype=torch.long)
-                src = torch.tensor([i for _, _, i in picks], dtype=torch.long)
+        def make(component):
+            picks = [(b, h, i) for b, (h, c, i) in enumerate(group) if c == component]
+            dst = torch.tensor([b for b, _, _ in picks], dtype=torch.long)
+            head = torch.tensor([h for _, h, _ in picks], dtype=torch.long)
+            src = torch.tensor([i for _, _, i in picks], dtype=torch.long)
 
-                def hook(act, hook):  # noqa: ARG001
-                    act = act.clone().view(len(group), n, T, *act.shape[2:])
-                    rec = records[component].view(len(chunk), n, T, *act.shape[3:])
-                    act[dst, :, :, head] = rec[src, :, :, head]
-                    return act.view(len(group) * n, T, *act.shape[3:])
-                return hook
-            hooks = [(f"blocks.{layer}.attn.hook_{c}", make(c)) for c in COMPONENTS
-                     if any(c == g[1] for g in group)]
-            x = self._clean_resid[layer].repeat(len(group), 1, 1)
-            resid = run_blocks(self.model, x, layer, hooks)
-            self._charge(len(group) * n, full_layers=self.cfg.n_layers - layer, unembed=True)
-            scores = self.normalise(self._ld(resid, len(group)))
-            for (h, c, i), score in zip(group, scores.tolist()):
-                self._memo[(layer, h, c)][chunk[i]] = score
-                self._count_evaluation(chunk[i], layer)
+            def hook(act, hook):  # noqa: ARG001
+                act = act.clone().view(len(group), n, T, *act.shape[2:])
+                rec = records[component].view(n_senders, n, T, *act.shape[3:])
+                act[dst, :, :, head] = rec[src, :, :, head]
+                return act.view(len(group) * n, T, *act.shape[3:])
+            return hook
+        hooks = [(f"blocks.{layer}.attn.hook_{c}", make(c)) for c in COMPONENTS if any(c == g[1] for g in group)]
+        x = view.resid[layer].repeat(len(group), 1, 1)
+        resid = run_blocks(self.model, x, layer, hooks).view(len(group), n, T, -1)
+        self._charge(len(group) * n, full_layers=self.cfg.n_layers - layer, unembed=True, tokens=T)
+        return resid[:, torch.arange(n, device=self.device), view.end]

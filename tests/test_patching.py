@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from app_helpers.patching import COMPONENTS, NaivePathPatcher, PathPatcher
+from app_helpers.patching import COMPONENTS, NaivePathPatcher, PathPatcher, length_groups
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def problem():
     corrupted = clean.clone()
     corrupted[:, 2] = torch.randint(0, 1000, (n,), generator=gen)
     corrupted[:, 4] = corrupted[:, 2]
-    end_pos = torch.tensor([7, 6, 7, 5, 7])
+    end_pos = torch.tensor([7, 2, 7, 3, 6])  # lengths far enough apart for the engine to split them
     a, b = torch.randint(0, 1000, (2, n), generator=gen)
 
     def metric(logits):  # [..., n, vocab] -> [..., n]
@@ -49,6 +49,7 @@ def naive_scores(naive):
 @pytest.mark.parametrize("chunk_size", [1, 3, 4, 1000])
 def test_engine_equals_naive_reference(model, problem, naive_scores, chunk_size):
     fast = PathPatcher(model, *problem, chunk_size=chunk_size)
+    assert len(fast._length_views) > 1  # the length-group path is the one under test
     torch.testing.assert_close(fast.to_logits(), naive_scores["logits"], atol=1e-5, rtol=0)
     fast.prefetch([(1, 2), (2, 0)])
     for key, want in naive_scores.items():
@@ -127,3 +128,12 @@ def test_bad_inputs_are_clear_errors(model, problem):
         fast.to_head((3, 0), "q")
     with pytest.raises(ValueError, match="do not exist"):
         fast.to_logits({(0, 9)})
+
+
+def test_length_groups_trade_padding_against_passes():
+    assert length_groups([5, 5, 5]) == [[0, 1, 2]]
+    lengths = [4] * 10 + [20] * 10
+    assert length_groups(lengths) == [list(range(10)), list(range(10, 20))]  # 240 + 2 overheads < 400 + 1
+    assert length_groups([10, 11, 10, 11]) == [[0, 1, 2, 3]]  # one padded position is cheaper than a pass
+    groups = length_groups(list(range(1, 30)), max_groups=3)
+    assert len(groups) == 3 and sorted(i for g in groups for i in g) == list(range(29))
