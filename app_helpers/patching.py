@@ -410,17 +410,20 @@ class PathPatcher(_PatchingBase):
 
     def _score_chunk(self, chunk: list[Head], layer: int, jobs: dict) -> None:
         """Every missing (receiver head, component) score of ``chunk``'s senders: per length group, one
-        sender pass records q/k/v, then receiver passes of at most ``chunk_size`` blocks each."""
+        sender pass records q/k/v, then receiver passes of about ``chunk_size`` × n_prompts rows each."""
         # One block of prompts per (receiver head, component, sender index in chunk) still missing.
         blocks = [(h, c, i) for (_, h, c), missing in jobs.items() for i, s in enumerate(chunk) if s in missing]
-        groups = [blocks[start:start + self.chunk_size] for start in range(0, len(blocks), self.chunk_size)]
-        finals = [torch.empty(len(g), self.n_prompts, self.cfg.d_model, device=self.device) for g in groups]
+        final = torch.empty(len(blocks), self.n_prompts, self.cfg.d_model, device=self.device)
         for view in self._length_views:
             records = self._record_qkv(chunk, layer, view)
-            for group, final in zip(groups, finals):
-                final[:, view.prompts] = self._receiver_pass(group, records, len(chunk), layer, view)
-        for group, final in zip(groups, finals):
-            for (h, c, i), score in zip(group, self._scores(final)):
+            per_pass = max(1, self.chunk_size * self.n_prompts // view.n)  # small groups: more blocks per pass
+            for start in range(0, len(blocks), per_pass):
+                group = blocks[start:start + per_pass]
+                final[start:start + len(group), view.prompts] = self._receiver_pass(group, records, len(chunk),
+                                                                                   layer, view)
+        for start in range(0, len(blocks), self.chunk_size):  # logits of chunk_size blocks at a time
+            for (h, c, i), score in zip(blocks[start:start + self.chunk_size],
+                                        self._scores(final[start:start + self.chunk_size])):
                 self._memo[(layer, h, c)][chunk[i]] = score
                 self._count_evaluation(chunk[i], layer)
 
