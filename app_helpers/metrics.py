@@ -79,6 +79,15 @@ def task_metric(task: TaskData, name: str | None = None) -> Callable[[Tensor], T
     return metric
 
 
+def clean_and_corrupted(model, task: TaskData) -> tuple[float, float]:
+    """The task's metric, averaged over prompts, on the clean and on the corrupted prompts: the gap a
+    circuit search needs (equal values mean the model does not do the task)."""
+    metric = task_metric(task)
+    with torch.inference_mode():
+        return tuple(float(metric(final_logits(model(tokens), task)).mean())
+                     for tokens in (task.clean_tokens, task.corrupted_tokens))
+
+
 def metric_fn(name: str) -> Callable[[Tensor, Answers], Tensor]:
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose one of {list(METRICS)}")

@@ -413,7 +413,7 @@ class PathPatcher(_PatchingBase):
         sender pass records q/k/v, then receiver passes of about ``chunk_size`` × n_prompts rows each."""
         # One block of prompts per (receiver head, component, sender index in chunk) still missing.
         blocks = [(h, c, i) for (_, h, c), missing in jobs.items() for i, s in enumerate(chunk) if s in missing]
-        final = torch.empty(len(blocks), self.n_prompts, self.cfg.d_model, device=self.device)
+        final = self._end_view.resid[0].new_empty(len(blocks), self.n_prompts, self.cfg.d_model)  # model dtype
         for view in self._length_views:
             records = self._record_qkv(chunk, layer, view)
             per_pass = max(1, self.chunk_size * self.n_prompts // view.n)  # small groups: more blocks per pass

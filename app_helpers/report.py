@@ -73,6 +73,8 @@ def table2_rows(c: Comparison, model) -> dict[str, tuple[float, int, float | Non
     """This run's numbers in the shape of the paper's Table 2: the dense circuit (Perf, heads) and each
     pruned set at its cliff (Perf on the comparison's held-out prompts, size, TPR % against the dense
     circuit) — how much of the circuit survives pruning, and whether the survivors still do the task."""
+    if c.eval_task is None:
+        raise ValueError("this Comparison carries no held-out prompts (eval_task); build it with run_comparison")
     sets = {"FLAP": c.pruning.kept["flap"], "Contrastive": c.pruning.kept["contrastive"], "Merged": c.pruning.merged}
     rows = {"PP": (c.dense.perf, len(c.dense.circuit), None)}
     for (label, heads), r in zip(sets.items(), evaluate_circuits(model, c.eval_task, list(sets.values()))):

@@ -192,7 +192,7 @@ cv.attention.attention_heads(
 # For each: one example, and the model's metric on clean and corrupted prompts.
 
 # %%
-from app_helpers.metrics import final_logits, task_metric
+from app_helpers.metrics import clean_and_corrupted
 from app_helpers.tasks import TASKS
 
 for name, spec in TASKS.items():
@@ -204,9 +204,7 @@ for name, spec in TASKS.items():
     except ValueError as err:
         print(f"   not available for this model: {err}\n")
         continue
-    metric = task_metric(other)
-    clean = metric(final_logits(model(other.clean_tokens), other)).mean()
-    corrupted = metric(final_logits(model(other.corrupted_tokens), other)).mean()
+    clean, corrupted = clean_and_corrupted(model, other)
     n_correct, n_wrong = int(other.answers.correct_mask[0].sum()), int(other.answers.wrong_mask[0].sum())
     print(f"   clean:     {other.clean_prompts[0]!r}")
     print(f"   corrupted: {other.corrupted_prompts[0]!r}")

@@ -56,7 +56,7 @@ n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 # the corrupted metric (notebook 01); without one, every patching effect is noise.
 
 # %%
-from app_helpers.metrics import final_logits, task_metric
+from app_helpers.metrics import clean_and_corrupted
 from app_helpers.tasks import get_task, make_task
 
 available = []
@@ -66,9 +66,7 @@ for name in TASKS:
     except ValueError as err:
         print(f"{name}: skipped — {err}\n")
         continue
-    metric = task_metric(task)
-    clean = metric(final_logits(model(task.clean_tokens), task)).mean()
-    corrupted = metric(final_logits(model(task.corrupted_tokens), task)).mean()
+    clean, corrupted = clean_and_corrupted(model, task)
     available.append(name)
     print(f"{name}: {get_task(name).summary}")
     print(f"   e.g. {task.clean_prompts[0]!r}")

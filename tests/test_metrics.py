@@ -89,3 +89,14 @@ def test_wrong_shapes_are_rejected(ioi, word_tok):
         logit_diff(torch.zeros(5, len(word_tok)), ioi)
     with pytest.raises(ValueError, match="unknown metric"):
         task_metric(ioi, "accuracy")
+
+
+def test_clean_and_corrupted_means_the_task_metric_over_prompts(tiny_gpt2):
+    from app_helpers.metrics import clean_and_corrupted
+
+    task = make_task("ioi", tiny_gpt2, n=5, seed=0)
+    clean, corrupted = clean_and_corrupted(tiny_gpt2, task)
+    with torch.inference_mode():
+        by_hand = [logit_diff(tiny_gpt2(t), task).mean().item() for t in (task.clean_tokens, task.corrupted_tokens)]
+    assert (clean, corrupted) == pytest.approx(by_hand, abs=1e-6)
+    assert clean != corrupted

@@ -137,3 +137,13 @@ def test_length_groups_trade_padding_against_passes():
     assert length_groups([10, 11, 10, 11]) == [[0, 1, 2, 3]]  # one padded position is cheaper than a pass
     groups = length_groups(list(range(1, 30)), max_groups=3)
     assert len(groups) == 3 and sorted(i for g in groups for i in g) == list(range(29))
+
+
+def test_engine_runs_in_the_models_own_dtype(problem):
+    from app_helpers.gpt2_offline import random_gpt2
+
+    half = random_gpt2(n_layers=3, n_heads=4, d_model=64, seed=3).to(torch.bfloat16)
+    fast, naive = PathPatcher(half, *problem), NaivePathPatcher(half, *problem)
+    got = fast.to_head((2, 0), "v")
+    assert got.shape == (2, 4) and torch.isfinite(got).all()
+    torch.testing.assert_close(got, naive.to_head((2, 0), "v"), atol=0.05, rtol=0)  # bfloat16 rounding

@@ -80,6 +80,10 @@ def test_table2_rows_and_the_paper_beside_them(comparison, tiny_gpt2):
     assert perf == pytest.approx(evaluate_circuit(tiny_gpt2, comparison.eval_task, merged).perf)
     table = report.paper_table(comparison, tiny_gpt2)
     assert f"{PAPER_TABLE2['ioi']['Merged'][0]:.2f}" in table and "×5.6" in table
+    import dataclasses
+
+    with pytest.raises(ValueError, match="no held-out prompts"):
+        report.table2_rows(dataclasses.replace(comparison, eval_task=None), tiny_gpt2)
 
 
 def test_task_options_reach_both_prompt_sets_and_the_record(tiny_gpt2, monkeypatch):
