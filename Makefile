@@ -1,11 +1,12 @@
 # The README's two commands: `make demo` (set up, then the main job on the bundled model) and
 # `make test` (set up, then the test suite). Both create .venv from scratch on a fresh machine.
+# `make lab` opens the notebooks in JupyterLab; `make wheel-check` tries the pip route (CI runs both checks).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lab wheel-check clean
 
 setup: $(STAMP)
 
@@ -22,6 +23,12 @@ demo: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+lab: setup  # JupyterLab on the notebooks, with the pinned stack of .venv
+	HF_HUB_OFFLINE=1 $(VENV)/bin/jupyter lab notebooks/
+
+wheel-check: setup  # the pip route: wheel → fresh venv → bundled models offline, from outside the checkout
+	bash .ci/wheel_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache

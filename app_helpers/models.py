@@ -16,9 +16,22 @@ from urllib.parse import urlparse
 
 import torch
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-#: Short names of models shipped in ``data/`` (name → directory). The bundled model's issue fills this.
-BUNDLED_MODELS: dict[str, Path] = {"app-toy": DATA_DIR / "app-toy"}
+
+
+def _data_dir() -> Path:
+    """Where the bundled models live: ``data/`` beside the package in a checkout, ``app_helpers/bundled``
+    (the same files, shipped as package data) in an installed wheel."""
+    here = Path(__file__).resolve().parent
+    installed = here / "bundled"
+    return installed if installed.is_dir() else here.parent / "data"
+
+
+DATA_DIR = _data_dir()
+#: Short names of the models shipped in ``data/`` (name → directory), each trained by the kit.
+BUNDLED_MODELS: dict[str, Path] = {"app-toy": DATA_DIR / "app-toy", "app-planted": DATA_DIR / "app-planted"}
+#: The bundled model ``"auto"`` picks offline: app-planted for IOI (its circuit is known by construction),
+#: app-toy for every other task (app-planted was trained on IOI only).
+BUNDLED_FOR_TASK = {"ioi": "app-planted"}
 BUNDLED_DEFAULT = "app-toy"
 #: Stand-in while no bundled model is shipped: a GPT-2-shaped model with random weights (see gpt2_offline).
 RANDOM_GPT2 = "random-gpt2"
@@ -98,11 +111,12 @@ def has_gpu() -> bool:
     return resolve_device().type in {"cuda", "mps"}
 
 
-def choose_model(spec: str = AUTO) -> ModelChoice:
+def choose_model(spec: str = AUTO, task: str | None = None) -> ModelChoice:
     """Resolve a model spec without loading anything.
 
-    ``"auto"``: GPT-2 small when a GPU is present and the hub reachable (or GPT-2 cached), otherwise the
-    bundled model (or, while none is shipped, a random-weight GPT-2-shaped stand-in).
+    ``"auto"``: GPT-2 small when a GPU is present and the hub reachable (or GPT-2 cached); otherwise the
+    bundled model for ``task`` (``BUNDLED_FOR_TASK``: app-planted for IOI, app-toy for the rest), or, in
+    a checkout without weights, a random-weight GPT-2-shaped stand-in.
     """
     spec = str(spec).strip()
     if spec == AUTO:
@@ -110,7 +124,7 @@ def choose_model(spec: str = AUTO) -> ModelChoice:
         if gpu and (hub_cached("gpt2") or hub_reachable()):
             return ModelChoice("gpt2", "hub", "gpt2", "a GPU is available and GPT-2 small can be loaded")
         why = "no GPU found" if not gpu else "the model hub is unreachable and GPT-2 is not cached"
-        fallback = bundled_or_random()
+        fallback = bundled_or_random(task)
         return ModelChoice(fallback.spec, fallback.kind, fallback.location,
                            f"{why}, so the kit uses {fallback.reason}")
     if spec == RANDOM_GPT2:
@@ -140,22 +154,33 @@ def choose_model(spec: str = AUTO) -> ModelChoice:
     return ModelChoice(spec, "hub", official, f"{official!r} from the Hugging Face hub")
 
 
-def bundled_or_random() -> ModelChoice:
-    """The bundled model when shipped, else the random-weight stand-in (said loudly)."""
-    if _is_model_dir(BUNDLED_MODELS[BUNDLED_DEFAULT]):
-        return choose_model(BUNDLED_DEFAULT)
+def bundled_for(task: str | None = None) -> str:
+    """The bundled model's name for ``task`` (task names as ``make_task`` takes them; None: the default)."""
+    from .tasks import get_task
+
+    return BUNDLED_FOR_TASK.get(get_task(task).name if task else "", BUNDLED_DEFAULT)
+
+
+def bundled_or_random(task: str | None = None) -> ModelChoice:
+    """The bundled model for ``task`` when shipped, else the random-weight stand-in (said loudly)."""
+    name = bundled_for(task)
+    if _is_model_dir(BUNDLED_MODELS[name]):
+        choice = choose_model(name)
+        why = " (its IOI circuit is known by construction)" if name == "app-planted" else ""
+        return ModelChoice(choice.spec, choice.kind, choice.location, choice.reason + why)
     return choose_model(RANDOM_GPT2)
 
 
 def load_model(spec: str = AUTO, device=None, dtype=None, attn_result: bool = False,
-               split_qkv_input: bool = False, verbose: bool = True):
+               split_qkv_input: bool = False, verbose: bool = True, task: str | None = None):
     """Load ``spec`` as a ``TransformerBridge`` ready for patching work.
 
     ``spec``: ``"auto"``, a hub name (``"gpt2"``, ``"gpt2-medium"`` …), a local HF model directory, a
-    bundled model's short name, or ``"random-gpt2"``. ``attn_result`` / ``split_qkv_input`` switch on
+    bundled model's short name, or ``"random-gpt2"``; ``task`` decides which bundled model ``"auto"``
+    picks offline (see ``choose_model``). ``attn_result`` / ``split_qkv_input`` switch on
     ``hook_result`` and ``hook_{q,k,v}_input`` (they cost memory, so they are off by default).
     """
-    choice = choose_model(spec)
+    choice = choose_model(spec, task)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype)
     if verbose:
@@ -218,14 +243,14 @@ GPU_HINT = ("No GPU here. On Colab: Runtime → Change runtime type → GPU, the
             "MODEL = 'auto' will then load GPT-2 small.")
 
 
-def notebook_model(spec: str = AUTO, **kwargs):
+def notebook_model(spec: str = AUTO, task: str | None = None, **kwargs):
     """Load the model a notebook's parameters cell names and say what it is — and how to get GPT-2.
 
     Returns ``(model, facts)`` where ``facts`` is ``describe(model)`` plus ``is_gpt2_small`` (notebooks
     show the paper's GPT-2 numbers only beside GPT-2 small's).
     """
-    model = load_model(spec, **kwargs)
-    facts = {**describe(model), "is_gpt2_small": choose_model(spec).location == "gpt2"}
+    model = load_model(spec, task=task, **kwargs)
+    facts = {**describe(model), "is_gpt2_small": choose_model(spec, task).location == "gpt2"}
     print(f"{facts['layers']} layers × {facts['heads_per_layer']} heads = {facts['heads']} heads, d_model "
           f"{facts['d_model']}, {facts['params'] / 1e6:.1f} M parameters, on {facts['device']}")
     if not has_gpu():

@@ -22,10 +22,18 @@
 # and its normalised form, attention patterns (circuitsvis), and the other four tasks.
 
 # %%
-# Runs on Colab only: installs the kit. Colab's own torch (with CUDA) is kept as it is.
+# Colab only: install the kit (Colab's own torch, built for its GPU, is kept). Elsewhere this does nothing.
+import importlib.util
 import sys
 
-if "google.colab" in sys.modules:
+REPOSITORY = "https://github.com/OWNER/REPO"  # from pyproject.toml [project.urls]
+if "google.colab" in sys.modules and importlib.util.find_spec("app_helpers") is None:
+    if "OWNER/REPO" in REPOSITORY:
+        raise SystemExit(
+            "This copy of the kit names no public repository yet, so Colab cannot install it from GitHub. "
+            "Either upload the kit's folder (Files pane) and run: %pip install ./<folder>  or build a wheel "
+            "where you have the kit (python -m pip wheel . --no-deps -w dist), upload it and run: "
+            "%pip install app_helpers-0.1.0-py3-none-any.whl  Then run this notebook again.")
     # %pip install -q "app-helpers @ git+https://github.com/OWNER/REPO"
 
 # %% tags=["parameters"]
