@@ -1,9 +1,9 @@
 """APP end to end, beside dense path patching: prune → restricted search grid → evaluation → costs.
 
 Dense path patching and APP each run the paper's 4 × 4 grid on their own engine (so neither profits
-from the other's memoised scores), pick a circuit by the Pareto rule, and are evaluated on a held-out
-set drawn with a different seed. APP's pruning cost is measured separately, so speed-ups can be
-reported with and without it (the paper's exclude it).
+from the other's memoised scores), pick a circuit by the Pareto rule, and are evaluated on held-out
+prompts that never repeat a search prompt (``make_split``). APP's pruning cost is measured separately,
+so speed-ups can be reported with and without it (the paper's exclude it).
 """
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ from .evaluation import evaluate_circuits
 from .patching import PathPatcher
 from .pruning import DEFAULT_SPARSITIES, PruningResult, prune_for_app
 from .search import GRID_SCALES, GRID_THRESHOLDS, GridResult, grid_search
-from .tasks import TaskData, make_task
+from .tasks import TaskData, make_split
 
 #: Pareto settings per method (method.md §2): minimum Perf and maximum fraction of all heads.
 PARETO = {"dense": (73.0, 0.25), "app": (75.0, 0.5)}
-HELD_OUT_SEED_OFFSET = 1000
 
 
 @dataclass
@@ -102,11 +101,11 @@ def run_comparison(model, task_name: str = "ioi", n: int = 100, seed: int = 0, e
                    show_progress: bool = True, task_options: dict | None = None) -> Comparison:
     """Dense path patching and APP on ``task_name`` (``n`` prompts to search, ``eval_n`` held out).
 
-    ``task_options`` go to ``make_task`` for both prompt sets (e.g. ``{"metric": "prob_diff"}``).
+    ``task_options`` go to ``make_split`` for both prompt sets (e.g. ``{"metric": "prob_diff"}``).
     """
     options = dict(task_options or {})
-    task = make_task(task_name, model, n=n, seed=seed, **options)
-    eval_task = make_task(task_name, model, n=eval_n, seed=seed + HELD_OUT_SEED_OFFSET, **options)
+    split = make_split(task_name, model, n=n, eval_n=eval_n, seed=seed, **options)
+    task, eval_task = split.search, split.held_out
     start = time.perf_counter()
     pruning = prune_for_app(model, task, sparsities, rule, sparsity)
     cost = pruning_cost(model, task, sum(len(set(s.kept)) for s in pruning.sweeps.values()),

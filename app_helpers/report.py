@@ -37,7 +37,8 @@ def comparison_rows(c: Comparison) -> list[tuple[str, object, object]]:
         ("IoU vs dense PP", ov["dense PP"]["dense PP"]["iou"], ov["APP"]["dense PP"]["iou"]),
     ]
     for ref in c.references:
-        rows.append((f"TPR vs {ref}", ov["dense PP"][ref]["tpr"], ov["APP"][ref]["tpr"]))
+        rows += [(f"{what} vs {ref}", ov["dense PP"][ref][key], ov["APP"][ref][key])
+                 for what, key in (("TPR", "tpr"), ("precision", "precision"), ("IoU", "iou"))]
     rows += [
         ("sender evaluations (grid)", d.sender_evaluations, a.sender_evaluations),
         ("forward passes executed", d.forward_passes, a.forward_passes),
@@ -116,7 +117,7 @@ def comparison_record(c: Comparison) -> dict:
     return {
         "model": c.model, "task": c.task, "n": c.n, "eval_n": c.eval_n, "seed": c.seed,
         "task_options": None if c.eval_task is None else
-        {k: v for k, v in c.eval_task.options.items() if k not in ("n", "seed")} | {"metric": c.eval_task.metric},
+        {k: v for k, v in c.eval_task.options.items() if k not in ("n", "seed", "held_out_of")} | {"metric": c.eval_task.metric},
         "pruning": {
             "sparsity": p.sparsity, "merged": sorted(map(head_name, p.merged)),
             "kept": {m: sorted(map(head_name, k)) for m, k in p.kept.items()},

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from app_helpers import report
 from app_helpers.cli import main
@@ -63,7 +64,8 @@ def test_comparison_keeps_its_held_out_prompts(comparison, tiny_gpt2):
     held_out = comparison.eval_task
     assert len(held_out) == comparison.eval_n
     searched = make_task("ioi", tiny_gpt2, n=comparison.n, seed=comparison.seed)
-    assert held_out.clean_prompts != searched.clean_prompts  # a fresh draw, not the searched prompts
+    pairs = set(zip(searched.clean_prompts, searched.corrupted_prompts))
+    assert not pairs & set(zip(held_out.clean_prompts, held_out.corrupted_prompts))  # held out: no repeats
 
 
 def test_table2_rows_and_the_paper_beside_them(comparison, tiny_gpt2):
@@ -86,18 +88,12 @@ def test_table2_rows_and_the_paper_beside_them(comparison, tiny_gpt2):
         report.table2_rows(dataclasses.replace(comparison, eval_task=None), tiny_gpt2)
 
 
-def test_task_options_reach_both_prompt_sets_and_the_record(tiny_gpt2, monkeypatch):
-    from app_helpers import pipeline
-
-    calls = []
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return make_task(*args, **kwargs)
-    make_task = pipeline.make_task
-    monkeypatch.setattr(pipeline, "make_task", spy)
+def test_task_options_reach_both_prompt_sets_and_the_record(tiny_gpt2):
     c = run_comparison(tiny_gpt2, "ioi", n=8, eval_n=8, seed=0, show_progress=False, scales=(1.0,),
                        thresholds=(0.0,), task_options={"corruption": "ABA"})
-    assert [call["corruption"] for call in calls] == ["ABA", "ABA"]  # search prompts, held-out prompts
+    held = c.eval_task  # ABA: the corrupted prompt's S2 is the IO name
+    rows = torch.arange(len(held))
+    assert held.options["corruption"] == "ABA"
+    assert torch.equal(held.corrupted_tokens[rows, held.word_pos["S2"]], held.clean_tokens[rows, held.word_pos["IO"]])
     assert report.comparison_record(c)["task_options"] == {"corruption": "ABA", "prepend_bos": True,
                                                           "metric": "logit_diff"}

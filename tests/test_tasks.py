@@ -329,3 +329,32 @@ def test_word_level_tokenizer_round_trips_through_its_directory(tmp_path, monkey
 def test_templates_fill_as_written():
     assert fill("Then, {IO} and {S1} went", {"IO": "Mary", "S1": "John"}) == "Then, Mary and John went"
     assert pieces("17{YY} to", {"YY": "32"}) == [("17", None), ("32", "YY"), (" to", None)]
+
+
+# --- search / held-out splits -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["ioi", "greater_than", "gendered_pronouns", "name_induction", "docstring"])
+def test_held_out_prompts_never_repeat_a_search_prompt(name, word_tok, gpt2_tok):
+    from app_helpers.tasks import get_task, make_split
+
+    tok = gpt2_tok if get_task(name).bpe_only else word_tok
+    split = make_split(name, tok, n=100, eval_n=200, seed=0)
+    search = set(zip(split.search.clean_prompts, split.search.corrupted_prompts))
+    held = list(zip(split.held_out.clean_prompts, split.held_out.corrupted_prompts))
+    assert len(held) == 200 and not search & set(held)
+    assert split.search.clean_prompts == make_task(name, tok, n=100, seed=0).clean_prompts
+
+
+def test_a_plain_second_seed_would_have_overlapped(word_tok):
+    """Why the split exists: gendered pronouns have few distinct prompts, so an independent draw repeats
+    search prompts (the split test above would fail on it)."""
+    search = make_task("gendered_pronouns", word_tok, n=100, seed=0)
+    naive = make_task("gendered_pronouns", word_tok, n=200, seed=1000)
+    assert set(search.clean_prompts) & set(naive.clean_prompts)
+
+
+def test_a_split_that_cannot_be_held_out_says_so(word_tok, monkeypatch):
+    from app_helpers import tasks
+
+    monkeypatch.setattr(tasks, "MAX_HELD_OUT_DRAWS", 1)
+    with pytest.raises(ValueError, match="held-out prompts that differ"):
+        tasks.make_split("gendered_pronouns", word_tok, n=700, eval_n=700, seed=0)

@@ -1,6 +1,7 @@
 """Tasks: clean/corrupted prompt datasets for circuit discovery, for any tokenizer.
 
-``make_task(name, model_or_tokenizer, n, seed)`` returns a ``TaskData`` (see ``tasks.data``).
+``make_task(name, model_or_tokenizer, n, seed)`` returns a ``TaskData`` (see ``tasks.data``);
+``make_split(name, model_or_tokenizer, n, eval_n, seed)`` search and held-out prompts that never overlap.
 ``generate_sentences(name, n, seed)`` draws the same prompts as plain text with an answer, without a
 tokenizer (training data for the bundled model). ``words`` holds every template and word list.
 
@@ -11,6 +12,7 @@ name_induction (NAME, NAME+1, END), docstring (A, B, A_DOC, B_DOC, END; BPE toke
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from . import docstring, greater_than, induction, ioi, pronouns, words
@@ -22,8 +24,8 @@ ALIASES = {"greater-than": "greater_than", "gt": "greater_than", "pronouns": "ge
            "gendered-pronouns": "gendered_pronouns", "induction": "name_induction",
            "name-induction": "name_induction"}
 
-__all__ = ["TASKS", "TaskData", "Answers", "Sentence", "make_task", "generate_sentences", "get_task",
-           "vocabulary", "words"]
+__all__ = ["TASKS", "TaskData", "TaskSplit", "Answers", "Sentence", "make_task", "make_split",
+           "generate_sentences", "get_task", "vocabulary", "words"]
 
 
 def get_task(name: str) -> TaskSpec:
@@ -60,6 +62,54 @@ def make_task(name: str, model_or_tokenizer, n: int, seed: int = 0, *, prepend_b
                  options=dict(opts, n=n, seed=seed, prepend_bos=prepend_bos))
     device = device if device is not None else model_device
     return data.to(device) if device is not None else data
+
+
+@dataclass(frozen=True)
+class TaskSplit:
+    """Search prompts and held-out prompts of one task, drawn together: no held-out prompt pair repeats a
+    search prompt pair, so Perf on the held-out set is never partly measured on the search prompts."""
+
+    search: TaskData
+    held_out: TaskData
+
+
+#: The held-out prompts are drawn from the seed ``seed + HELD_OUT_SEED_OFFSET`` (then further seeds while
+#: pairs repeat search pairs), so the search prompts equal ``make_task(name, model, n, seed)``.
+HELD_OUT_SEED_OFFSET = 1000
+MAX_HELD_OUT_DRAWS = 50
+
+
+def make_split(name: str, model_or_tokenizer, n: int, eval_n: int, seed: int = 0, *, prepend_bos: bool = True,
+               metric: str | None = None, device=None, **options: Any) -> TaskSplit:
+    """``n`` search prompts (exactly ``make_task(name, ..., n, seed)``) and ``eval_n`` held-out prompts,
+    none of which repeats a search prompt (clean and corrupted text compared)."""
+    search = make_task(name, model_or_tokenizer, n, seed, prepend_bos=prepend_bos, metric=metric, device=device,
+                       **options)
+    if not isinstance(eval_n, int) or eval_n < 1:
+        raise ValueError(f"eval_n must be a positive integer (number of held-out prompts), got {eval_n!r}")
+    spec = get_task(name)
+    tokenizer, model_device = _tokenizer_of(model_or_tokenizer)
+    tok = Tok(tokenizer)
+    opts = resolve_options(spec, options)
+    templates = spec.templates(**opts)
+    pools = spec.pools(tok, **opts)
+    seen = set(zip(search.clean_prompts, search.corrupted_prompts))
+    kept: list = []
+    for draw in range(MAX_HELD_OUT_DRAWS):
+        for ex in spec.sample(random.Random(seed + HELD_OUT_SEED_OFFSET + draw), eval_n, pools, **opts):
+            if (fill(templates[ex.group], ex.clean), fill(templates[ex.group], ex.corrupted)) not in seen:
+                kept.append(ex)
+        if len(kept) >= eval_n:
+            break
+    else:
+        raise ValueError(f"task {spec.name!r}: could not draw {eval_n} held-out prompts that differ from the "
+                         f"{n} search prompts in {MAX_HELD_OUT_DRAWS} draws; the task has too few distinct "
+                         "prompts for this tokenizer — ask for fewer prompts")
+    held_out = build(spec, templates, kept[:eval_n], tok, prepend_bos, metric or spec.metric,
+                     options=dict(opts, n=eval_n, seed=seed + HELD_OUT_SEED_OFFSET, held_out_of=seed,
+                                  prepend_bos=prepend_bos))
+    device = device if device is not None else model_device
+    return TaskSplit(search, held_out.to(device) if device is not None else held_out)
 
 
 def generate_sentences(name: str, n: int, seed: int = 0, **options: Any) -> list[Sentence]:
