@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from .circuits import references_for
 from .gpt2_offline import GPT2_SMALL_SHAPE, random_gpt2
 from .hooks import model_device
 from .patching import NaivePathPatcher, PathPatcher
@@ -56,10 +57,12 @@ def engine_vs_naive(model, task, grid: bool = True, repeats: int = 3) -> list[tu
     return rows
 
 
-def app_vs_dense(model, task_name: str, n: int, eval_n: int, seed: int) -> tuple[list[tuple], object]:
-    """The full comparison (pruning, both grids, evaluation), timed end to end."""
+def app_vs_dense(model, task_name: str, n: int, eval_n: int, seed: int,
+                 references: dict | None = None) -> tuple[list[tuple], object]:
+    """The full comparison (pruning, both grids, evaluation), timed end to end; scored against
+    ``references`` (e.g. the planted truth) when given."""
     comparison, seconds = _timed(lambda: run_comparison(model, task_name, n=n, seed=seed, eval_n=eval_n,
-                                                        show_progress=False))
+                                                        show_progress=False, references=references))
     table = {label: (d, a) for label, d, a in comparison_rows(comparison)}
     d, a = comparison.dense.cost, comparison.app.cost
     rows = [
@@ -69,6 +72,12 @@ def app_vs_dense(model, task_name: str, n: int, eval_n: int, seed: int) -> tuple
         ("APP vs dense: circuit", f"{len(comparison.dense.circuit)} heads", f"{len(comparison.app.circuit)} heads",
          "", f"TPR vs dense {table['TPR vs dense PP'][1]:.2f}, Perf {comparison.dense.perf:.1f} vs "
              f"{comparison.app.perf:.1f}"),
+        *[(f"circuit vs {ref}", f"TPR {table[f'TPR vs {ref}'][0]:.2f}", f"TPR {table[f'TPR vs {ref}'][1]:.2f}", "",
+           f"precision {table[f'precision vs {ref}'][0]:.2f} vs {table[f'precision vs {ref}'][1]:.2f}, IoU "
+           f"{table[f'IoU vs {ref}'][0]:.2f} vs {table[f'IoU vs {ref}'][1]:.2f}") for ref in comparison.references],
+        ("APP incl. pruning vs dense: GFLOPs", f"{d.flops / 1e9:.1f}", f"{(a + comparison.pruning_cost).flops / 1e9:.1f}",
+         f"{d.flops / (a + comparison.pruning_cost).flops:.1f}x",
+         f"pruning {comparison.pruning_cost.flops / 1e9:.1f} GFLOPs; without it {d.flops / a.flops:.1f}x"),
         ("executed FLOPs / lower bound", _bound_ratio(comparison.dense), _bound_ratio(comparison.app), "",
          "patching passes only (set-up caches excluded); 1.00 = nothing beyond the needed layers and positions"),
         ("full APP pipeline (scores, sweep, 2 grids, eval)", "", f"{seconds:.1f} s", "",
@@ -119,7 +128,9 @@ def run_bench(model, model_name: str, task_name: str = "ioi", n: int = 100, eval
     """
     torch.manual_seed(seed)
     task = make_task(task_name, model, n=n, seed=seed)
-    steps = [lambda: engine_vs_naive(model, task, grid), lambda: app_vs_dense(model, task_name, n, eval_n, seed)[0]]
+    references = references_for(model_name, task_name)
+    steps = [lambda: engine_vs_naive(model, task, grid),
+             lambda: app_vs_dense(model, task_name, n, eval_n, seed, references)[0]]
     if gpt2:
         steps.append(gpt2_scale)
     rows = []

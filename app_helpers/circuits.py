@@ -16,6 +16,8 @@ from typing import Iterable, NamedTuple, Union
 
 import torch
 
+from .toy.ioi_algorithm import ROLE_EDGES as PLANTED_EDGES, ROLES as PLANTED_ROLES
+
 Head = tuple[int, int]
 HeadLike = Union[Head, str, Iterable[int]]
 COMPONENTS = ("q", "k", "v", "logits")
@@ -169,7 +171,7 @@ def overlap(circuit: "Circuit | Iterable[HeadLike]", reference: "Circuit | Itera
             "false_negatives": len(r - c), "n_circuit": len(c), "n_reference": len(r)}
 
 
-# --- Reference circuits for GPT-2 small (method.md §6) ---------------------------------------------------
+# --- Reference circuits: GPT-2 small's (method.md §6) and the planted model's ---------------------------------------------------
 def _heads(spec: str) -> list[str]:
     return spec.split()
 
@@ -207,15 +209,45 @@ def _greater_than() -> Circuit:
                                "move the YY year to the END position, and MLPs 8-11 that compute the answer")
 
 
-_REFERENCES = {"ioi_wang": _ioi_wang, "ioi_app_pp": _ioi_app_pp, "greater_than_hanna": _greater_than}
+def planted_truth() -> Circuit:
+    """The IOI circuit planted in the bundled model ``app-planted`` (``toy.ioi_algorithm``): its heads,
+    roles, and the head-to-head edges of the high-level model (sender role → receiver role's input)."""
+    roles = {head: role for role, heads in PLANTED_ROLES.items() for head in heads}
+    edges = [(s, r, component) for sender, receiver, component in PLANTED_EDGES
+             for s in PLANTED_ROLES[sender] for r in (PLANTED_ROLES[receiver] if receiver else [None])]
+    return Circuit(heads=tuple(roles), roles=roles, edges=tuple(edges), name="ioi_planted",
+                   description="IOI circuit planted in app-planted by strict interchange training: previous-"
+                               "token → induction → S-inhibition → name movers (app_helpers.toy.ioi_algorithm)")
+
+
+_REFERENCES = {"ioi_wang": _ioi_wang, "ioi_app_pp": _ioi_app_pp, "greater_than_hanna": _greater_than,
+               "ioi_planted": planted_truth}
 REFERENCE_NAMES = tuple(_REFERENCES)
 
 
 def reference_circuit(name: str) -> Circuit:
-    """A published GPT-2 small circuit: "ioi_wang", "ioi_app_pp" or "greater_than_hanna"."""
+    """A known circuit: GPT-2 small's published "ioi_wang", "ioi_app_pp", "greater_than_hanna", or the
+    bundled model app-planted's ground truth "ioi_planted"."""
     if name not in _REFERENCES:
         raise ValueError(f"unknown reference circuit {name!r}; known: {', '.join(REFERENCE_NAMES)}")
     return _REFERENCES[name]()
+
+
+#: Published circuits per task; they apply to GPT-2 small only.
+GPT2_REFERENCES = {"ioi": ("ioi_wang", "ioi_app_pp"), "greater_than": ("greater_than_hanna",)}
+
+
+def references_for(model_location: str, task: str) -> dict[str, Circuit]:
+    """The known circuits to score a run against, the one to outline first: GPT-2 small's published ones,
+    or those a local model directory ships in ``circuits/<task>.json`` (app-planted ships its ground truth
+    so). Empty when none is known."""
+    if model_location == "gpt2":
+        return {name: reference_circuit(name) for name in GPT2_REFERENCES.get(task, ())}
+    shipped = Path(model_location) / "circuits" / f"{task}.json"
+    if shipped.is_file():
+        circuit = Circuit.load(shipped)
+        return {circuit.name or "shipped": circuit}
+    return {}
 
 
 # --- Published results beside which a run is read (GPT-2 small) -----------------------------------------

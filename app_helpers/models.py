@@ -163,11 +163,11 @@ def bundled_for(task: str | None = None) -> str:
 
 def bundled_or_random(task: str | None = None) -> ModelChoice:
     """The bundled model for ``task`` when shipped, else the random-weight stand-in (said loudly)."""
-    name = bundled_for(task)
-    if _is_model_dir(BUNDLED_MODELS[name]):
-        choice = choose_model(name)
-        why = " (its IOI circuit is known by construction)" if name == "app-planted" else ""
-        return ModelChoice(choice.spec, choice.kind, choice.location, choice.reason + why)
+    for name in dict.fromkeys((bundled_for(task), BUNDLED_DEFAULT)):
+        if _is_model_dir(BUNDLED_MODELS[name]):
+            choice = choose_model(name)
+            why = " (its IOI circuit is known by construction)" if name == "app-planted" else ""
+            return ModelChoice(choice.spec, choice.kind, choice.location, choice.reason + why)
     return choose_model(RANDOM_GPT2)
 
 
@@ -247,10 +247,12 @@ def notebook_model(spec: str = AUTO, task: str | None = None, **kwargs):
     """Load the model a notebook's parameters cell names and say what it is — and how to get GPT-2.
 
     Returns ``(model, facts)`` where ``facts`` is ``describe(model)`` plus ``is_gpt2_small`` (notebooks
-    show the paper's GPT-2 numbers only beside GPT-2 small's).
+    show the paper's GPT-2 numbers only beside GPT-2 small's) and ``location`` (for
+    ``circuits.references_for``). ``task``: which bundled model ``"auto"`` picks offline.
     """
     model = load_model(spec, task=task, **kwargs)
-    facts = {**describe(model), "is_gpt2_small": choose_model(spec, task).location == "gpt2"}
+    location = choose_model(spec, task).location
+    facts = {**describe(model), "is_gpt2_small": location == "gpt2", "location": location}
     print(f"{facts['layers']} layers × {facts['heads_per_layer']} heads = {facts['heads']} heads, d_model "
           f"{facts['d_model']}, {facts['params'] / 1e6:.1f} M parameters, on {facts['device']}")
     if not has_gpu():

@@ -84,6 +84,23 @@ def test_auto_choice_and_its_reason(monkeypatch, gpu, cached, expect_kind, why):
         assert choice.spec == models.bundled_or_random().spec
 
 
+def test_auto_offline_picks_the_bundled_model_for_the_task(monkeypatch, tmp_path, tiny_model_dir):
+    monkeypatch.setattr(models, "has_gpu", lambda: False)
+    monkeypatch.setattr(models, "BUNDLED_MODELS", {"app-toy": tiny_model_dir, "app-planted": tiny_model_dir})
+    assert models.choose_model("auto", "ioi").spec == "app-planted"
+    assert "known by construction" in models.choose_model("auto", "ioi").reason
+    assert models.choose_model("auto", "greater_than").spec == "app-toy"
+    assert models.choose_model("auto", "pronouns").spec == "app-toy"  # aliases resolve
+    assert models.choose_model("auto").spec == "app-toy"
+    # a checkout without app-planted's weights falls back to app-toy, then to the random stand-in
+    monkeypatch.setattr(models, "BUNDLED_MODELS", {"app-toy": tiny_model_dir, "app-planted": tmp_path})
+    assert models.choose_model("auto", "ioi").spec == "app-toy"
+    monkeypatch.setattr(models, "BUNDLED_MODELS", {"app-toy": tmp_path, "app-planted": tmp_path})
+    assert models.choose_model("auto", "ioi").spec == models.RANDOM_GPT2
+    with pytest.raises(ValueError, match="unknown task"):
+        models.choose_model("auto", "chess")
+
+
 def test_architecture_without_per_head_hooks_is_rejected():
     stub = SimpleNamespace(cfg=SimpleNamespace(n_layers=2), hook_dict={"blocks.0.attn.hook_z": None})
     with pytest.raises(ModelLoadError, match="per-head attention hooks.*blocks.0.attn.hook_q"):

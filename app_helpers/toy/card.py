@@ -100,3 +100,125 @@ Criteria of the kit:
 {_shortfall(m)}"""
     (model_dir / "README.md").write_text(card)
     return card
+
+
+def write_planted_card(model_dir: str | Path) -> str:
+    """Measure app-planted (``planted_checks.measure``), ship its ground truth as ``circuits/ioi.json``,
+    and write ``README.md`` and ``measurements.json`` next to its weights."""
+    from ..circuits import planted_truth
+    from .planted_checks import measure as measure_planted
+
+    model_dir = Path(model_dir)
+    planted_truth().save(model_dir / "circuits" / "ioi.json")
+    m = measure_planted(load_model(str(model_dir), verbose=False))
+    (model_dir / "measurements.json").write_text(json.dumps(m, indent=1) + "\n")
+    return render_planted_card(model_dir)
+
+
+def render_planted_card(model_dir: str | Path) -> str:
+    """``README.md`` from the ``measurements.json`` and ``training.json`` beside the weights."""
+    from ..circuits import planted_truth
+
+    model_dir = Path(model_dir)
+    m = json.loads((model_dir / "measurements.json").read_text())
+    training = json.loads((model_dir / "training.json").read_text())
+    c = training["config"]
+    truth = planted_truth()
+    roles = "\n".join(f"| {role} | {' '.join(f'{l}.{h}' for l, h in heads)} |" for role, heads in truth.by_role().items())
+    perf = m["perf"]
+    without = "\n".join(f"| {k} | {v:.1f} % |" for k, v in perf.items())
+    ic = ", ".join(f"{role} {acc * 100:.1f} %" for role, acc in m["interchange_accuracy"].items())
+    st = m["strictness"]
+    lay = "\n".join(f"  - {edge}: {'✅' if ok else '❌'} (top senders {', '.join(m['layering']['top'][edge.split(' -> ')[1]])})"
+                    for edge, ok in m["layering"]["holds"].items())
+    s = m["search"]
+    criteria = "\n".join(f"- {'✅' if ok else '❌'} {name}" for name, ok in m["criteria"].items())
+    card = f"""# app-planted — a bundled model whose IOI circuit is known by construction
+
+A GPT-2-architecture model (`GPT2LMHeadModel`, {c['n_layers']} layers × {c['n_heads']} heads =
+{c['n_layers'] * c['n_heads']} heads, d_model {c['d_model']}) over the kit's word-level vocabulary, trained on
+IOI prompts only (the other tasks use `app-toy`). Its IOI algorithm was *planted* by strict interchange
+intervention training (Geiger et al. 2022; Gupta et al. 2024): the high-level model in
+`app_helpers/toy/ioi_algorithm.py` is mapped onto these heads, and the ground truth ships beside the weights
+(`circuits/ioi.json`, also `reference_circuit("ioi_planted")`):
+
+| role | heads |
+|---|---|
+{roles}
+
+Information flows previous token → induction (its keys) → S-inhibition (its values, from S2) → name movers
+(their queries, at END) → logits. There is no negative name mover: removing one would *raise* Perf, which
+would contradict the "remove any role" check below by construction.
+
+## Training
+`python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}`: {c['behaviour_steps']} behaviour steps,
+{c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × 6 kinds of rows, AdamW lr {c['lr']:g} with
+warm-up and cosine decay), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}); see
+`app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
+thread count for bit-identical weights. {training.get('how', '')}
+
+## Measured (held-out prompts, N = 200, seed 12345; ABC corruption)
+- IOI accuracy {m['ioi_accuracy'] * 100:.1f} %, mean logit difference {m['ioi_logit_diff']:.2f}.
+- Perf (mean ablation by template group):
+
+| circuit | Perf |
+|---|---|
+{without}
+
+- Interchange accuracy (N = 400 (base, source) pairs with a one-name prediction): {ic}.
+- Strictness: noising one head outside the truth changes the logit difference by at most
+  {st['resample']['max_change'] * 100:.2f} % (head {st['resample']['head']}, its own ABC prompt) and
+  {st['mean']['max_change'] * 100:.2f} % (head {st['mean']['head']}, group mean).
+- Path patching sees the layers (the role upstream is the top-k senders into the next role's input):
+{lay}
+- Search (N = 100, the paper's 4 × 4 grid): dense grid {s['dense_distinct_circuits']} distinct circuits, chosen
+  {len(s['dense']['heads'])} heads (TPR {s['dense']['tpr']:.2f}, precision {s['dense']['precision']:.2f}, Perf
+  {s['dense']['perf']:.1f}); APP on {s['search_space']} heads: {len(s['app']['heads'])} heads (TPR {s['app']['tpr']:.2f},
+  precision {s['app']['precision']:.2f}, Perf {s['app']['perf']:.1f}). GFLOPs dense {s['gflops']['dense']:.1f}, APP
+  {s['gflops']['app']:.1f}, pruning {s['gflops']['pruning']:.1f}: APP ×{s['speedup_gflops']:.2f} fewer without pruning,
+  ×{s['speedup_gflops_incl_pruning']:.2f} with it.
+
+## The issue's criteria, as measured
+{criteria}
+{_planted_shortfalls(m)}"""
+    (model_dir / "README.md").write_text(card)
+    return card
+
+
+def _planted_shortfalls(m: dict) -> str:
+    """What falls short, with the numbers that show where (written from the measurements)."""
+    c = m["criteria"]
+    if all(c.values()):
+        return ""
+    truth = planted_truth_roles()
+    lines = ["\n## Known shortfalls (measured)"]
+    if not c["interchange accuracy >= 95 % per role"]:
+        weak = {r: a for r, a in m["interchange_accuracy"].items() if a < 0.95}
+        lines.append("- Interchange accuracy below 95 % for " + ", ".join(f"{r} ({a * 100:.1f} %)" for r, a in weak.items())
+                     + ": training lowered these losses more slowly than the others and they had not converged "
+                     "when the step budget ended (see training.json, acc_prev / acc_name).")
+    if not c["noising one head outside the truth moves LD < 3 %"]:
+        st = m["strictness"]
+        lines.append(f"- Heads outside the truth still matter a little: noising {st['resample']['head']} moves the logit "
+                     f"difference by {st['resample']['max_change'] * 100:.1f} % (own ABC prompt), "
+                     f"{st['mean']['head']} by {st['mean']['max_change'] * 100:.1f} % (group mean).")
+    if not c["path patching sees the layers"] or not c["dense and APP circuits: TPR >= 0.8 vs the truth"]:
+        d = m["layering"]["direct_effects"]
+        per_role = "; ".join(f"{role}: " + ", ".join(f"{h} {d.get(h, 0):+.2f}" for h in heads)
+                             for role, heads in truth.items())
+        lines.append("- Heads within a role do not share it evenly, and some roles also reach the logits or the "
+                     "name movers' queries directly, so path patching misses the weak heads. Direct effects on the "
+                     f"logits (normalised): {per_role}. Top senders per receiver input: "
+                     + "; ".join(f"{k}: {', '.join(v)}" for k, v in m["layering"]["top"].items()) + ".")
+        s = m["search"]
+        missed = sorted(set(h for hs in truth.values() for h in hs) - set(s["dense"]["heads"]))
+        extra = sorted(set(s["dense"]["heads"]) - set(h for hs in truth.values() for h in hs))
+        lines.append(f"- The dense search's chosen circuit misses {', '.join(missed) or 'nothing'} and adds "
+                     f"{', '.join(extra) or 'nothing'} (TPR {s['dense']['tpr']:.2f}).")
+    return "\n".join(lines) + "\n"
+
+
+def planted_truth_roles() -> dict[str, list[str]]:
+    from ..circuits import planted_truth
+
+    return {role: [f"{l}.{h}" for l, h in heads] for role, heads in planted_truth().by_role().items()}

@@ -51,24 +51,32 @@ class TrainConfig:
     sources: list[Source] = field(default_factory=default_sources)
 
 
+def warmup_cosine(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to a tenth of it at step ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return warmup_cosine(step, config.lr, config.warmup, config.steps)
+
+
+def gpt2_model(tokenizer, n_layers: int, n_heads: int, d_model: int, n_ctx: int, dropout: float = 0.0):
+    """A freshly initialised ``GPT2LMHeadModel`` over ``tokenizer``'s vocabulary (both bundled models)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if d_model % n_heads:
+        raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+    return GPT2LMHeadModel(GPT2Config(
+        vocab_size=len(tokenizer), n_positions=n_ctx, n_embd=d_model, n_layer=n_layers, n_head=n_heads,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout))
 
 
 def build_model(config: TrainConfig, tokenizer):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    if config.d_model % config.n_heads:
-        raise ValueError(f"d_model={config.d_model} must be divisible by n_heads={config.n_heads}")
-    return GPT2LMHeadModel(GPT2Config(
-        vocab_size=len(tokenizer), n_positions=config.n_ctx, n_embd=config.d_model, n_layer=config.n_layers,
-        n_head=config.n_heads, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, resid_pdrop=config.dropout, embd_pdrop=config.dropout,
-        attn_pdrop=config.dropout))
+    return gpt2_model(tokenizer, config.n_layers, config.n_heads, config.d_model, config.n_ctx, config.dropout)
 
 
 def add_head_dropout(model, p: float) -> list:

@@ -1,0 +1,185 @@
+"""What ``app-planted`` must show, measured with the kit's own evaluator and path-patching engine.
+
+- ``faithfulness``: Perf of the planted truth, and of the truth with one role removed (mean ablation by
+  template group, the evaluator's default);
+- ``interchange_accuracy``: per role, how often patching that role's heads from a source prompt changes
+  the answer exactly as the high-level model (``toy.ioi_algorithm``) says;
+- ``strictness``: the largest change of the logit difference when one head outside the truth is noised;
+- ``layering``: which heads path patching ranks first into the logits and into each role's input.
+
+The card (``toy.card``), the tests and the notebooks all call these, so they report the same numbers.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from ..circuits import Circuit, planted_truth
+from ..evaluation import CircuitEvaluator
+from ..patching import PathPatcher
+from ..tasks import make_task
+from .ioi_algorithm import ROLE_EDGES, ROLES, run
+from .siit import PromptSampler, pad
+
+HELD_OUT_SEED = 12345
+
+
+def held_out_task(model, n: int = 200, seed: int = HELD_OUT_SEED):
+    return make_task("ioi", model, n=n, seed=seed)
+
+
+def faithfulness(model, task) -> dict[str, float]:
+    """Perf % of the truth and of the truth without each role (heads outside kept mean-ablated)."""
+    truth = planted_truth()
+    without = {role: Circuit(heads=tuple(h for h in truth.heads if h not in set(heads)))
+               for role, heads in ROLES.items()}
+    results = CircuitEvaluator(model, task).evaluate([truth, *without.values()])
+    return {"truth": results[0].perf, **{f"without {role}": r.perf for role, r in zip(without, results[1:])}}
+
+
+def interchange_accuracy(model, n: int = 400, seed: int = HELD_OUT_SEED) -> dict[str, float]:
+    """Per role: the fraction of (base, source) pairs where the patched model's top token is the name the
+    high-level model predicts. Pairs whose prediction is a tie (no slot inhibited) have no single right
+    name and are left out; pairs are drawn by the training's own sampler with a seed it never uses."""
+    sampler = PromptSampler(model.tokenizer, random.Random(seed))
+    bases = [sampler.base() for _ in range(n)]
+    sources = [sampler.source(b) for b in bases]
+    pad_id = model.tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    base_tokens = pad([b.ids(sampler.vocab) for b in bases], pad_id).to(device)
+    source_tokens = pad([s.ids(sampler.vocab) for s in sources], pad_id).to(device)
+    end = torch.tensor([b.layout.end for b in bases], device=device)
+    out = {}
+    for role, heads in ROLES.items():
+        targets = [run(b.story, {role: s.story}) for b, s in zip(bases, sources)]
+        keep = [i for i, t in enumerate(targets) if max(t.values()) == 1.0]
+        layers = sorted({layer for layer, _ in heads})
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(source_tokens, names_filter=[f"blocks.{l}.attn.hook_z" for l in layers])
+            hooks = [(f"blocks.{l}.attn.hook_z", _replace([h for ll, h in heads if ll == l],
+                                                          cache[f"blocks.{l}.attn.hook_z"])) for l in layers]
+            logits = model.run_with_hooks(base_tokens, fwd_hooks=hooks)
+        top = logits[torch.arange(n, device=device), end].argmax(-1).tolist()
+        want = [sampler.vocab[next(iter(targets[i]))] for i in keep]
+        out[role] = sum(top[i] == w for i, w in zip(keep, want)) / max(1, len(keep))
+    return out
+
+
+def _replace(heads: list[int], source_z: torch.Tensor):
+    def hook(z, hook):  # noqa: ARG001
+        z = z.clone()
+        z[:, :, heads] = source_z[:, : z.shape[1], heads]
+        return z
+    return hook
+
+
+def strictness(model, task) -> dict[str, object]:
+    """Noise each head outside the truth alone (its output from the prompt's own ABC corruption, and its
+    group mean) and report the largest |change of the logit difference| as a fraction of it."""
+    cfg = model.cfg
+    truth = set(planted_truth().heads)
+    outside = [(l, h) for l in range(cfg.n_layers) for h in range(cfg.n_heads) if (l, h) not in truth]
+    everything = [(l, h) for l in range(cfg.n_layers) for h in range(cfg.n_heads)]
+    out = {}
+    for ablation in ("resample", "mean"):
+        evaluator = CircuitEvaluator(model, task, ablation=ablation)
+        results = evaluator.evaluate([[x for x in everything if x != head] for head in outside])
+        change = torch.tensor([abs(r.ld_circuit - r.ld_full) / abs(r.ld_full) for r in results])
+        i = int(change.argmax())
+        out[ablation] = {"max_change": float(change[i]), "head": f"{outside[i][0]}.{outside[i][1]}"}
+    return out
+
+
+@dataclass
+class Layering:
+    """Path-patching scores into the logits and into each role's inputs, and whether they rank the heads
+    of the role upstream of it first (the edges of ``ROLE_EDGES``)."""
+
+    to_logits: torch.Tensor  # [L, H]
+    into: dict[str, torch.Tensor]  # "role (component)" -> [receiver layer, H] mean score over the role's heads
+    top: dict[str, list[str]]  # same keys + "logits" -> strongest senders, as "layer.head"
+    holds: dict[str, bool]  # edge -> the sender role's heads are the top-|role size| senders
+
+
+def layering(model, task) -> Layering:
+    engine = PathPatcher.from_task(model, task)
+    direct = engine.to_logits()
+    into, top, holds = {}, {"logits": _top(direct, len(ROLES["name mover"]))}, {}
+    holds["name mover -> logits"] = set(top["logits"]) == {f"{l}.{h}" for l, h in ROLES["name mover"]}
+    for sender, receiver, component in ROLE_EDGES:
+        if receiver is None:
+            continue
+        scores = [engine.to_head(head, component) for head in ROLES[receiver]]
+        depth = min(s.shape[0] for s in scores)
+        mean = torch.stack([s[:depth] for s in scores]).mean(0)
+        key = f"{receiver} ({component})"
+        into[key] = mean
+        top[key] = _top(mean, len(ROLES[sender]))
+        holds[f"{sender} -> {key}"] = set(top[key]) == {f"{l}.{h}" for l, h in ROLES[sender]}
+    return Layering(direct, into, top, holds)
+
+
+def _top(scores: torch.Tensor, k: int) -> list[str]:
+    flat = scores.nan_to_num(0).abs().flatten()
+    idx = flat.argsort(descending=True)[:k].tolist()
+    return [f"{i // scores.shape[1]}.{i % scores.shape[1]}" for i in idx]
+
+
+def search_quality(model, n: int = 100, seed: int = 0, eval_n: int = 200) -> dict:
+    """Dense path patching and APP on IOI (the kit's ``run_comparison``), scored against the truth."""
+    from ..pipeline import run_comparison
+
+    truth = planted_truth()
+    c = run_comparison(model, "ioi", n=n, seed=seed, eval_n=eval_n, show_progress=False,
+                       references={truth.name: truth})
+    ov = c.overlaps()
+    with_pruning = c.app.cost + c.pruning_cost
+    return {
+        "dense_distinct_circuits": len({tuple(r.heads) for r in c.dense.grid.runs}),
+        "app_distinct_circuits": len({tuple(r.heads) for r in c.app.grid.runs}),
+        "dense": {"heads": [f"{l}.{h}" for l, h in c.dense.circuit.heads], "perf": c.dense.perf,
+                  **{k: ov["dense PP"][truth.name][k] for k in ("tpr", "precision", "iou")}},
+        "app": {"heads": [f"{l}.{h}" for l, h in c.app.circuit.heads], "perf": c.app.perf,
+                **{k: ov["APP"][truth.name][k] for k in ("tpr", "precision", "iou")}},
+        "search_space": len(c.pruning.merged),
+        "gflops": {"dense": c.dense.cost.flops / 1e9, "app": c.app.cost.flops / 1e9,
+                   "pruning": c.pruning_cost.flops / 1e9},
+        "speedup_gflops": c.dense.cost.flops / c.app.cost.flops,
+        "speedup_gflops_incl_pruning": c.dense.cost.flops / with_pruning.flops,
+    }
+
+
+def measure(model) -> dict:
+    """Every number of the model card, on held-out prompts (N = 200)."""
+    from .checks import task_accuracy
+
+    task = held_out_task(model)
+    acc, ld = task_accuracy(model, task)
+    lay = layering(model, task)
+    truth = set(planted_truth().heads)
+    direct = {f"{l}.{h}": round(float(lay.to_logits[l, h]), 3) for l in range(lay.to_logits.shape[0])
+              for h in range(lay.to_logits.shape[1]) if (l, h) in truth or abs(float(lay.to_logits[l, h])) >= 0.05}
+    m = {"ioi_accuracy": acc, "ioi_logit_diff": ld, "perf": faithfulness(model, task),
+         "interchange_accuracy": interchange_accuracy(model), "strictness": strictness(model, task),
+         "layering": {"top": lay.top, "holds": lay.holds, "direct_effects": direct},
+         "search": search_quality(model)}
+    return {**m, "criteria": criteria(m)}
+
+
+def criteria(m: dict) -> dict[str, bool]:
+    """The planted-model issue's targets, evaluated on ``measure``'s numbers."""
+    s = m["search"]
+    return {
+        "IOI accuracy >= 99 %, logit difference >= 3": m["ioi_accuracy"] >= 0.99 and m["ioi_logit_diff"] >= 3,
+        "Perf(truth) >= 90 %": m["perf"]["truth"] >= 90,
+        "removing any one role: Perf <= 60 %": all(v <= 60 for k, v in m["perf"].items() if k != "truth"),
+        "interchange accuracy >= 95 % per role": all(v >= 0.95 for v in m["interchange_accuracy"].values()),
+        "noising one head outside the truth moves LD < 3 %": all(
+            v["max_change"] < 0.03 for v in m["strictness"].values()),
+        "path patching sees the layers": all(m["layering"]["holds"].values()),
+        "dense grid: >= 3 distinct circuits": s["dense_distinct_circuits"] >= 3,
+        "dense and APP circuits: TPR >= 0.8 vs the truth": s["dense"]["tpr"] >= 0.8 and s["app"]["tpr"] >= 0.8,
+        "APP incl. pruning >= 1.5x fewer GFLOPs (goal)": s["speedup_gflops_incl_pruning"] >= 1.5,
+    }

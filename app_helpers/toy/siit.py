@@ -1,0 +1,574 @@
+"""Train ``app-planted``: a GPT-2 whose IOI circuit is known by construction (strict interchange training).
+
+``python -m app_helpers.toy.siit --out data/app-planted`` (about 45 minutes on 2 CPU cores).
+
+The recipe follows interchange intervention training (Geiger et al. 2022) in its strict form (SIIT, Gupta
+et al. 2024), with the high-level model of ``toy.ioi_algorithm``; each role is mapped to its heads
+(``ROLES``). Phase 1 teaches the behaviour alone (next-token loss on every token, the answer weighted).
+Phase 2 adds, ramped in, one forward pass whose batch holds six kinds of rows per base prompt:
+
+============  ==========================================================  ===============================
+row           heads replaced (z, every position)                          target at END
+============  ==========================================================  ===============================
+clean         none                                                         the answer (+ next-token loss)
+truth only    every head outside the truth: group mean / own ABC prompt    the clean row's output
+strict        a random share of the heads outside the truth: from the      the clean row's output
+              source / the ABC prompt / the group mean
+role ablated  one role's heads: group mean (the rest of the truth kept)    no preference between the names
+interchange   one role's heads: from a source prompt                       the algorithm's output
+path          one role (not the name movers) from a source; every other    the clean row's output
+              head held at its clean value
+============  ==========================================================  ===============================
+
+"The clean row's output": its distribution (KL). "Group mean" is the mean z over ABC-corrupted prompts of the same template and name order, per position
+(the kit's evaluator ablates this way; kept as a running mean during training). The truth-only and strict
+rows make heads outside the map irrelevant; the path rows make each role act only through the next
+one (what path patching will look for); the interchange and ablation rows plant the algorithm itself.
+Phase 3 (polish) starts a fresh optimiser (constant ``polish_lr``) and seed from phase 2's weights, with
+two interchange rows per base prompt (more signal for the weakest roles), half the strict rows noising
+one to three heads only, and the strict rows' relative change of the logit difference in their loss
+(KL barely moves once the answer is certain; noising one head is measured on the logit difference).
+``--polish-only DIR`` runs phase 3 alone on a saved phase-2 model: the full command's phase 3 is exactly
+that, so its weights equal ``--polish-only`` applied to the phase-2 weights.
+Seeded: the same seed and thread count give the same weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..tasks import words
+from ..tasks.base import pieces
+from ..wordlevel import build_word_level_tokenizer
+from .ioi_algorithm import ABLATED, ROLE_ORDER, ROLES, Story, run
+from .train import gpt2_model, warmup_cosine
+
+KEEP, SOURCE, ABC, MEAN, CLEAN = range(5)  # where a head's z comes from in a row
+ROW_KINDS = ("clean", "truth", "strict", "ablated", "interchange", "path")
+
+
+@dataclass
+class SIITConfig:
+    """The recipe; defaults reproduce the shipped model."""
+
+    n_layers: int = 8
+    n_heads: int = 8
+    d_model: int = 128
+    n_ctx: int = 64
+    behaviour_steps: int = 800
+    planting_steps: int = 4000
+    polish_steps: int = 1500  # phase 3: fresh optimiser and seed, two interchange rows, few-head noising
+    polish_lr: float = 3e-4
+    ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
+    batch_size: int = 32  # base prompts per step (phase 2 runs six rows per base prompt)
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.1
+    answer_weight: float = 5.0
+    seed: int = 0
+
+
+# --- Prompts --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Layout:
+    """One IOI template in one name order, tokenised: ids with the name slots left open."""
+
+    group: int
+    ids: tuple[int, ...]  # BOS first; name slots hold -1
+    slots: tuple[int, int]  # positions of the "X and Y" names
+    s2: int
+    place: int | None
+    obj: int | None
+
+    @property
+    def end(self) -> int:
+        return len(self.ids) - 1
+
+
+def layouts(tokenizer) -> list[Layout]:
+    """Every (template, order) group, in the group numbering of ``make_task("ioi", ...)``."""
+    out = []
+    for t, template in enumerate(words.IOI_TEMPLATES):
+        for order in (0, 1):
+            text = template if order == 0 else template.replace("{IO}", "{_}").replace("{S1}", "{IO}").replace(
+                "{_}", "{S1}")
+            ids, where = [tokenizer.bos_token_id], {}
+            for piece, slot in pieces(text, {k: k for k in ("IO", "S1", "S2", "PLACE", "OBJECT")}):
+                if slot is None:
+                    ids.extend(tokenizer.encode(piece, add_special_tokens=False))
+                else:
+                    where[slot] = len(ids)
+                    ids.append(-1)
+            first, second = sorted((where["IO"], where["S1"]))
+            out.append(Layout(2 * t + order, tuple(ids), (first, second), where["S2"], where.get("PLACE"),
+                              where.get("OBJECT")))
+    return out
+
+
+@dataclass(frozen=True)
+class Prompt:
+    layout: Layout
+    story: Story
+    place: str
+    obj: str
+    s2: str  # the name at S2 (the story's repeated name)
+
+    def ids(self, vocab: dict[str, int]) -> list[int]:
+        ids = list(self.layout.ids)
+        ids[self.layout.slots[0]], ids[self.layout.slots[1]] = (vocab[n] for n in self.story.names)
+        ids[self.layout.s2] = vocab[self.s2]
+        if self.layout.place is not None:
+            ids[self.layout.place] = vocab[self.place]
+        if self.layout.obj is not None:
+            ids[self.layout.obj] = vocab[self.obj]
+        return ids
+
+
+class PromptSampler:
+    """Base prompts, their ABC corruptions and interchange sources (same template, so positions align)."""
+
+    def __init__(self, tokenizer, rng: random.Random):
+        self.rng = rng
+        self.vocab = {w: tokenizer.convert_tokens_to_ids(w) for w in words.NAMES + words.PLACES + words.OBJECTS}
+        self.layouts = layouts(tokenizer)
+
+    def base(self) -> Prompt:
+        layout = self.rng.choice(self.layouts)
+        io, s = self.rng.sample(words.NAMES, 2)
+        names = (io, s) if layout.group % 2 == 0 else (s, io)
+        return self._prompt(layout, names, s)
+
+    def _prompt(self, layout: Layout, names, repeated) -> Prompt:
+        return Prompt(layout, Story(tuple(names), repeated), self.rng.choice(words.PLACES),
+                      self.rng.choice(words.OBJECTS), repeated)
+
+    def abc(self, base: Prompt) -> Prompt:
+        """All three name occurrences replaced by fresh distinct names (the kit's default corruption)."""
+        c, d, e = self.rng.sample([n for n in words.NAMES if n not in base.story.names], 3)
+        return Prompt(base.layout, Story((c, d), e), base.place, base.obj, e)
+
+    def source(self, base: Prompt) -> Prompt:
+        """Same template, either name order; names reused from the base often, so that a patch changes
+        the answer in every way the algorithm allows (swapped, same, one new name, ABC)."""
+        r = self.rng.random()
+        fresh = [n for n in words.NAMES if n not in base.story.names]
+        if r < 0.15:
+            return self.abc(base)
+        if r < 0.6:
+            pair = list(base.story.names)
+        elif r < 0.8:
+            pair = [self.rng.choice(base.story.names), self.rng.choice(fresh)]
+        else:
+            pair = self.rng.sample(fresh, 2)
+        self.rng.shuffle(pair)
+        layout = self.layouts[base.layout.group - base.layout.group % 2 + self.rng.randrange(2)]
+        return self._prompt(layout, pair, self.rng.choice(pair))
+
+
+def pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(map(len, rows))
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
+
+
+# --- Head interventions ---------------------------------------------------------------------------------
+class HeadInterventions:
+    """Replaces heads' z (the input of each block's output projection) per row, at every position.
+
+    ``plan`` [rows, n_layers, n_heads] holds KEEP / SOURCE / ABC / MEAN / CLEAN: a head keeps its value,
+    or takes it from the row's source prompt, the row's ABC prompt, the ABC group mean, or the clean row
+    of the same base prompt in this very pass (``clean_row`` [rows]). ``recorded[l]`` [src_rows, seq, H, d]
+    holds the no-grad pass's z; ``source_row`` / ``abc_row`` [rows] index it. ``means[l]`` [rows, seq, H, d].
+    """
+
+    def __init__(self, model):
+        self.n_heads = model.config.n_head
+        self.blocks = model.transformer.h
+        self.plan = None
+        self.recorded: list[torch.Tensor | None] = [None] * len(self.blocks)
+        self.recording = False
+        self.handles = [b.attn.c_proj.register_forward_pre_hook(self._hook(l)) for l, b in enumerate(self.blocks)]
+
+    def _hook(self, layer: int):
+        def hook(module, args):
+            (x,) = args
+            rows, seq, width = x.shape
+            z = x.view(rows, seq, self.n_heads, width // self.n_heads)
+            if self.recording:
+                self.recorded[layer] = z.detach()
+                return None
+            if self.plan is None:
+                return None
+            plan = self.plan[:, layer][:, None, :, None]
+            out = z
+            for code, values in ((SOURCE, lambda: self.recorded[layer][self.source_row, :seq]),
+                                 (ABC, lambda: self.recorded[layer][self.abc_row, :seq]),
+                                 (MEAN, lambda: self.means[layer][:, :seq]),
+                                 (CLEAN, lambda: z[self.clean_row].detach())):
+                if (plan == code).any():
+                    out = torch.where(plan == code, values(), out)
+            return (out.reshape(rows, seq, width),)
+        return hook
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+class GroupMeans:
+    """Running mean of z over ABC prompts per (group, layer, position, head): the evaluator's ablation."""
+
+    def __init__(self, n_groups: int, n_layers: int, seq: int, n_heads: int, d_head: int, decay: float = 0.9):
+        self.means = torch.zeros(n_layers, n_groups, seq, n_heads, d_head)
+        self.seen = torch.zeros(n_groups, dtype=torch.bool)
+        self.decay = decay
+
+    def update(self, recorded: list[torch.Tensor], abc_rows: torch.Tensor, groups: torch.Tensor) -> None:
+        for g in groups.unique().tolist():
+            rows = abc_rows[groups == g]
+            for layer, z in enumerate(recorded):
+                batch = z[rows].mean(0)
+                seq = batch.shape[0]
+                old = self.means[layer, g, :seq]
+                self.means[layer, g, :seq] = batch if not self.seen[g] else self.decay * old + (1 - self.decay) * batch
+            self.seen[g] = True
+
+    def rows(self, groups: torch.Tensor) -> list[torch.Tensor]:
+        return [m[groups] for m in self.means]
+
+
+# --- Training -------------------------------------------------------------------------------------------
+def truth_mask(n_layers: int, n_heads: int) -> torch.Tensor:
+    mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
+    for heads in ROLES.values():
+        for layer, head in heads:
+            mask[layer, head] = True
+    return mask
+
+
+def role_mask(role: str, n_layers: int, n_heads: int) -> torch.Tensor:
+    mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
+    for layer, head in ROLES[role]:
+        mask[layer, head] = True
+    return mask
+
+
+def learning_rate(config: SIITConfig, step: int) -> float:
+    return warmup_cosine(step, config.lr, config.warmup, config.behaviour_steps + config.planting_steps)
+
+
+def build_model(config: SIITConfig, tokenizer):
+    return gpt2_model(tokenizer, config.n_layers, config.n_heads, config.d_model, config.n_ctx)
+
+
+def encode_target(out: dict[str, float], vocab: dict[str, int]) -> tuple[int, int]:
+    """The algorithm's output as token ids ``(a, b)``: ``a == b`` for one certain name, else two names
+    with no preference between them."""
+    names = list(out)
+    return vocab[names[0]], vocab[names[-1]]
+
+
+def target_loss(final: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean loss of log-probabilities ``final`` [rows, vocab] against ``targets`` [rows, 2] ids.
+
+    One name: its cross-entropy over the whole vocabulary. Two names: cross-entropy of the two-way choice
+    between them towards 1/2 each (minimum ln 2) — "no preference", which says nothing about *how much*
+    mass the names get, so an ablated name mover is not asked to copy names through some other head.
+    """
+    pair = final.gather(1, targets)  # [rows, 2]
+    single = targets[:, 0] == targets[:, 1]
+    two_way = -pair.log_softmax(-1).mean(-1)
+    return torch.where(single, -pair[:, 0], two_way).mean()
+
+
+class Planter:
+    """One phase-2 step: builds the rows of the table in the module docstring and their losses."""
+
+    def __init__(self, model, sampler: PromptSampler, rng: random.Random, config: SIITConfig,
+                 interchange_rows: int = 1, few_head_strict: bool = False, ld_weight: float = 0.0):
+        """``interchange_rows``: interchange rows per base prompt (different roles); ``few_head_strict``:
+        half the strict rows noise one to three heads only; ``ld_weight``: weight of the strict rows'
+        relative logit-difference change beside their KL (the polish phase sets all three)."""
+        self.model, self.sampler, self.rng, self.config = model, sampler, rng, config
+        self.interchange_rows, self.few_head_strict, self.ld_weight = interchange_rows, few_head_strict, ld_weight
+        cfg = model.config
+        self.n_layers, self.n_heads = cfg.n_layer, cfg.n_head
+        self.truth = truth_mask(self.n_layers, self.n_heads)
+        self.roles = {r: role_mask(r, self.n_layers, self.n_heads) for r in ROLES}
+        self.interventions = HeadInterventions(model)
+        seq = max(len(l.ids) for l in sampler.layouts)
+        self.means = GroupMeans(len(sampler.layouts), self.n_layers, seq, self.n_heads, cfg.n_embd // cfg.n_head)
+        self.pad_id = 0
+
+    def _strict_plan(self) -> torch.Tensor:
+        """Heads outside the truth replaced: a random fraction of them, or (``few_head_strict``, half the
+        time) one to three of them, what noising a single head measures."""
+        outside = (~self.truth).flatten().nonzero()[:, 0].tolist()
+        if self.few_head_strict and self.rng.random() < 0.5:
+            chosen = torch.zeros(self.n_layers * self.n_heads, dtype=torch.bool)
+            chosen[self.rng.sample(outside, self.rng.randint(1, 3))] = True
+            chosen = chosen.view(self.n_layers, self.n_heads)
+        else:
+            chosen = (torch.rand(self.n_layers, self.n_heads) < self.rng.random()) & ~self.truth
+        codes = torch.randint(SOURCE, MEAN + 1, (self.n_layers, self.n_heads))
+        return torch.where(chosen, codes, KEEP)
+
+    def rows(self, bases: list[Prompt], sources: list[Prompt]):
+        """Per base prompt, six rows (or more: ``interchange_rows``): (kind, plan [L, H], target ids (see
+        ``encode_target``) or None, the role patched or None)."""
+        vocab = self.sampler.vocab
+        out = []
+        for base, source in zip(bases, sources):
+            nothing = torch.zeros(self.n_layers, self.n_heads, dtype=torch.long)
+            outside = torch.where(self.truth, KEEP, MEAN if self.rng.random() < 0.7 else ABC)
+            role = self.rng.choice(ROLE_ORDER)
+            ablated = torch.where(self.roles[role], MEAN, outside if self.rng.random() < 0.5 else KEEP)
+            swaps = ([self.rng.choice(ROLE_ORDER)] if self.interchange_rows == 1
+                     else self.rng.sample(ROLE_ORDER, self.interchange_rows))
+            interchange = [torch.where(self.roles[swap], SOURCE, self._strict_plan() if self.rng.random() < 0.3
+                                       else KEEP) for swap in swaps]
+            path_role = self.rng.choice(ROLE_ORDER[:-1])
+            path = torch.where(self.roles[path_role], SOURCE, CLEAN)
+            out += [("clean", nothing, encode_target({base.story.answer: 1.0}, vocab), None),
+                    ("truth", outside, None, None),
+                    ("strict", self._strict_plan(), None, None),
+                    ("ablated", ablated, encode_target(run(base.story, {role: ABLATED}), vocab), role),
+                    *[("interchange", plan, encode_target(run(base.story, {swap: source.story}), vocab), swap)
+                      for swap, plan in zip(swaps, interchange)],
+                    ("path", path, None, path_role)]
+        return out
+
+    def losses(self, bases: list[Prompt]) -> dict[str, torch.Tensor]:
+        vocab = self.sampler.vocab
+        sources = [self.sampler.source(b) for b in bases]
+        abcs = [self.sampler.abc(b) for b in bases]
+        n = len(bases)
+        recorded_tokens = pad([p.ids(vocab) for p in sources + abcs], self.pad_id)
+        iv = self.interventions
+        with torch.no_grad():
+            iv.recording = True
+            self.model(input_ids=recorded_tokens)
+            iv.recording = False
+        groups = torch.tensor([b.layout.group for b in bases])
+        self.means.update(iv.recorded, torch.arange(n, 2 * n), groups)
+
+        rows = self.rows(bases, sources)
+        k = len(rows) // n
+        base_of_row = torch.arange(n).repeat_interleave(k)
+        iv.plan = torch.stack([row[1] for row in rows])
+        iv.source_row, iv.abc_row = base_of_row, base_of_row + n
+        iv.clean_row = base_of_row * k
+        iv.means = self.means.rows(groups[base_of_row])
+        base_ids = [b.ids(vocab) for b in bases]
+        tokens = pad([base_ids[i] for i in base_of_row.tolist()], self.pad_id)
+        try:
+            logits = self.model(input_ids=tokens).logits
+        finally:
+            iv.plan = None
+        end = torch.tensor([bases[i].layout.end for i in base_of_row.tolist()])
+        final = logits[torch.arange(len(rows)), end].log_softmax(-1)  # [rows, vocab]
+        kinds = [row[0] for row in rows]
+        clean = final[base_of_row * k].detach()
+        answer = torch.tensor([vocab[bases[i].story.answer] for i in base_of_row.tolist()])
+        repeated = torch.tensor([vocab[bases[i].story.repeated] for i in base_of_row.tolist()])
+        rows_ = torch.arange(len(rows))
+        ld, ld_clean = (f[rows_, answer] - f[rows_, repeated] for f in (final, clean))  # logit differences
+        out = {}
+        for kind in ROW_KINDS:
+            idx = torch.tensor([i for i, k_ in enumerate(kinds) if k_ == kind])
+            if kind in ("truth", "strict", "path"):
+                out[kind] = F.kl_div(final[idx], clean[idx], log_target=True, reduction="batchmean")
+                if kind == "strict" and self.ld_weight:
+                    # KL barely sees a logit difference move once the answer is certain: add the relative
+                    # change of the logit difference, which is what noising one head measures
+                    shift = (ld[idx] - ld_clean[idx]).abs() / ld_clean[idx].abs().clamp(min=1.0)
+                    out[kind] = out[kind] + self.ld_weight * shift.mean()
+            else:
+                out[kind] = target_loss(final[idx], torch.tensor([rows[i][2] for i in idx.tolist()]))
+        clean_idx = torch.arange(0, len(rows), k)  # the clean row leads each base prompt's rows
+        out["next_token"] = next_token_loss(logits[clean_idx], tokens[clean_idx], end[clean_idx])
+        out["accuracy"] = accuracy(final, rows, kinds)
+        return out
+
+
+def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over each prompt's real tokens before END."""
+    pred, target = logits[:, :-1], tokens[:, 1:]
+    valid = torch.arange(target.shape[1])[None, :] < end[:, None]
+    losses = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none")
+    return (losses.view(target.shape) * valid).sum() / valid.sum()
+
+
+def accuracy(final: torch.Tensor, rows, kinds) -> dict[str, float]:
+    """How often the top token is the one-name target: clean rows, and interchange rows per role."""
+    groups = {"clean": [i for i, k in enumerate(kinds) if k == "clean"]}
+    for role in ROLE_ORDER:
+        groups[role.split()[0][:4]] = [i for i, k in enumerate(kinds) if k == "interchange" and rows[i][3] == role]
+    out = {}
+    for name, idx in groups.items():
+        hits = [int(final[i].argmax()) == rows[i][2][0] for i in idx if rows[i][2][0] == rows[i][2][1]]
+        out[name] = sum(hits) / max(1, len(hits))
+    return out
+
+
+def train(config: SIITConfig, out_dir: str | Path, progress: bool = True, history_every: int = 50) -> dict:
+    """Train from scratch and save the model, its tokenizer and ``training.json`` to ``out_dir``
+    (with the losses averaged over every ``history_every`` steps)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    tokenizer = build_word_level_tokenizer(out_dir)
+    model = build_model(config, tokenizer)
+    sampler = PromptSampler(tokenizer, rng)
+    planter = Planter(model, sampler, rng, config)
+    planter.pad_id = tokenizer.pad_token_id
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  betas=(0.9, 0.98))
+    history, start = [], time.perf_counter()
+    model.train()
+    total = config.behaviour_steps + config.planting_steps
+    bar = tqdm(range(total), desc="training app-planted", disable=not progress)
+    with torch.enable_grad():
+        for step in bar:
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(config, step)
+            planting = step >= config.behaviour_steps
+            if planting:
+                parts = planter.losses([sampler.base() for _ in range(config.batch_size)])
+                ramp = min(1.0, (step - config.behaviour_steps + 1) / config.ramp)
+                loss = parts["next_token"] + 2 * parts["clean"] + ramp * sum(parts[k] for k in ROW_KINDS[1:])
+            else:
+                parts = behaviour_losses(model, sampler, 2 * config.batch_size, tokenizer.pad_token_id)
+                loss = parts["next_token"] + config.answer_weight * parts["clean"]
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            record = {k: (round(v.item(), 4) if isinstance(v, torch.Tensor) else v) for k, v in parts.items()}
+            history.append(record)
+            if step % 25 == 0:
+                bar.set_postfix_str(_summary(record))
+    planter.interventions.remove()
+    history += polish(model, tokenizer, config, progress)
+    model.eval()
+    model.save_pretrained(out_dir)
+    return _record(config, out_dir, start, history, history_every)
+
+
+def polish(model, tokenizer, config: SIITConfig, progress: bool = True) -> list[dict]:
+    """Phase 3 (see the module docstring) on ``model`` in place; returns its loss history."""
+    torch.manual_seed(config.seed + 1)
+    rng = random.Random(config.seed + 1)
+    sampler = PromptSampler(tokenizer, rng)
+    planter = Planter(model, sampler, rng, config, interchange_rows=2, few_head_strict=True, ld_weight=1.0)
+    planter.pad_id = tokenizer.pad_token_id
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.polish_lr, weight_decay=config.weight_decay,
+                                  betas=(0.9, 0.98))
+    history = []
+    model.train()
+    bar = tqdm(range(config.polish_steps), desc="polishing app-planted", disable=not progress)
+    with torch.enable_grad():
+        for step in bar:
+            parts = planter.losses([sampler.base() for _ in range(config.batch_size)])
+            loss = parts["next_token"] + 2 * parts["clean"] + sum(parts[k] for k in ROW_KINDS[1:])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            history.append({k: (round(v.item(), 4) if isinstance(v, torch.Tensor) else v) for k, v in parts.items()})
+            if step % 25 == 0:
+                bar.set_postfix_str(_summary(history[-1]))
+    planter.interventions.remove()
+    return history
+
+
+def polish_only(config: SIITConfig, phase2_dir: str | Path, out_dir: str | Path, progress: bool = True,
+                history_every: int = 50) -> dict:
+    """Phase 3 alone, on the phase-2 model saved in ``phase2_dir``; the result goes to ``out_dir``."""
+    from transformers import GPT2LMHeadModel
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tokenizer = build_word_level_tokenizer(out_dir)
+    model = GPT2LMHeadModel.from_pretrained(phase2_dir)
+    history = polish(model, tokenizer, config, progress)
+    model.eval()
+    model.save_pretrained(out_dir)
+    return _record(config, out_dir, start, history, history_every, phase2_from=str(phase2_dir))
+
+
+def _record(config: SIITConfig, out_dir: Path, start: float, history: list[dict], every: int, **extra) -> dict:
+    result = {"config": asdict(config), "seconds": round(time.perf_counter() - start, 1),
+              "threads": torch.get_num_threads(), **extra, "history_every": every, "every": _every(history, every)}
+    (out_dir / "training.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def behaviour_losses(model, sampler: PromptSampler, n: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Phase 1: next-token loss on every token and the answer's cross-entropy at END."""
+    prompts = [sampler.base() for _ in range(n)]
+    tokens = pad([p.ids(sampler.vocab) for p in prompts], pad_id)
+    end = torch.tensor([p.layout.end for p in prompts])
+    logits = model(input_ids=tokens).logits
+    answers = torch.tensor([sampler.vocab[p.story.answer] for p in prompts])
+    final = logits[torch.arange(n), end]
+    return {"next_token": next_token_loss(logits, tokens, end), "clean": F.cross_entropy(final, answers),
+            "accuracy": {"clean": float((final.argmax(-1) == answers).float().mean())}}
+
+
+def _summary(record: dict) -> str:
+    acc = record.get("accuracy", {})
+    parts = [f"{k} {v:.3f}" for k, v in record.items() if k != "accuracy"]
+    return " ".join(parts + [f"acc_{k} {v:.2f}" for k, v in acc.items()])
+
+
+def _every(history: list[dict], k: int) -> list[dict]:
+    out = []
+    for i in range(0, len(history), k):
+        chunk = history[i:i + k]
+        keys = [key for key in chunk[0] if key != "accuracy"]
+        row = {key: round(sum(r[key] for r in chunk) / len(chunk), 4) for key in keys}
+        row.update({f"acc_{a}": round(sum(r["accuracy"][a] for r in chunk) / len(chunk), 4)
+                    for a in chunk[0]["accuracy"]})
+        out.append({"step": i, **row})
+    return out
+
+
+def main(argv=None) -> int:
+    defaults = SIITConfig()
+    parser = argparse.ArgumentParser(prog="python -m app_helpers.toy.siit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="data/app-planted")
+    parser.add_argument("--behaviour-steps", type=int, default=defaults.behaviour_steps)
+    parser.add_argument("--planting-steps", type=int, default=defaults.planting_steps)
+    parser.add_argument("--polish-steps", type=int, default=defaults.polish_steps)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--polish-only", metavar="DIR", help="run phase 3 alone on the phase-2 model in DIR")
+    parser.add_argument("--no-card", action="store_true", help="skip the measurements and the model card")
+    args = parser.parse_args(argv)
+    config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
+                        polish_steps=args.polish_steps, seed=args.seed)
+    if args.polish_only:
+        record = polish_only(config, args.polish_only, args.out)
+    else:
+        record = train(config, args.out)
+    print(f"trained {config.behaviour_steps}+{config.planting_steps}+{config.polish_steps} steps in "
+          f"{record['seconds']} s")
+    if not args.no_card:
+        from .card import write_planted_card
+
+        print(write_planted_card(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

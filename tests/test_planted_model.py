@@ -1,0 +1,118 @@
+"""The shipped app-planted: its IOI circuit is the planted one, measured with the kit's own evaluator and
+engine on held-out prompts (N = 200). The same numbers are in data/app-planted/README.md."""
+import json
+
+import pytest
+
+from app_helpers.circuits import Circuit, planted_truth, references_for
+from app_helpers.models import BUNDLED_MODELS, choose_model, load_model
+from app_helpers.toy import planted_checks as pc
+from app_helpers.toy.checks import task_accuracy
+from app_helpers.toy.ioi_algorithm import ROLES
+
+MODEL_DIR = BUNDLED_MODELS["app-planted"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("app-planted", verbose=False)
+
+
+@pytest.fixture(scope="module")
+def task(model):
+    return pc.held_out_task(model, n=200)
+
+
+def test_shape_size_and_shipped_truth():
+    config = json.loads((MODEL_DIR / "config.json").read_text())
+    assert config["architectures"] == ["GPT2LMHeadModel"]
+    assert config["n_layer"] >= 8 and config["n_layer"] * config["n_head"] >= 64
+    assert sum(p.stat().st_size for p in MODEL_DIR.rglob("*") if p.is_file()) < 12 * 2**20
+    assert Circuit.load(MODEL_DIR / "circuits" / "ioi.json") == planted_truth()
+    assert references_for(str(MODEL_DIR), "ioi") == {"ioi_planted": planted_truth()}
+
+
+def test_auto_picks_it_for_ioi_offline():
+    if choose_model("auto").kind == "hub":
+        pytest.skip("a GPU and the hub are available: auto picks GPT-2 small")
+    assert choose_model("auto", "ioi").spec == "app-planted"
+    assert choose_model("auto", "greater_than").spec == "app-toy"
+
+
+def test_ioi_behaviour(model, task):
+    accuracy, logit_diff = task_accuracy(model, task)
+    assert accuracy >= 0.99 and logit_diff >= 3.0, (accuracy, logit_diff)
+
+
+def test_the_truth_is_faithful_and_every_role_is_needed(model, task):
+    perf = pc.faithfulness(model, task)
+    assert perf["truth"] >= 90, perf
+    for role in ROLES:
+        assert perf[f"without {role}"] <= 60, perf
+
+
+@pytest.fixture(scope="module")
+def interchange(model):
+    return pc.interchange_accuracy(model, n=400)
+
+
+def test_interchange_accuracy_of_the_middle_roles(interchange):
+    assert interchange["induction"] >= 0.95 and interchange["s-inhibition"] >= 0.95, interchange
+
+
+@pytest.mark.xfail(strict=True, reason="shipped model: previous token 75.8 %, name mover 63.4 % (target 95 %) — "
+                   "see data/app-planted/README.md, 'Known shortfalls'")
+def test_interchange_accuracy_of_every_role(interchange):
+    assert all(a >= 0.95 for a in interchange.values()), interchange
+
+
+@pytest.fixture(scope="module")
+def strict(model, task):
+    return pc.strictness(model, task)
+
+
+def test_heads_outside_the_truth_matter_little(strict):
+    assert strict["resample"]["max_change"] < 0.1 and strict["mean"]["max_change"] < 0.1, strict
+
+
+@pytest.mark.xfail(strict=True, reason="shipped model: noising head 0.4 moves the logit difference by 6.1 % "
+                   "(target < 3 %) — see data/app-planted/README.md")
+def test_heads_outside_the_truth_do_nothing(strict):
+    assert strict["resample"]["max_change"] < 0.03 and strict["mean"]["max_change"] < 0.03, strict
+
+
+@pytest.fixture(scope="module")
+def layers(model, task):
+    return pc.layering(model, task)
+
+
+def test_path_patching_ranks_name_movers_first_and_finds_previous_token_heads(layers):
+    assert set(layers.top["logits"][:2]) <= {"6.0", "6.5", "7.2"}, layers.top
+    assert layers.holds["previous token -> induction (k)"], layers.top
+
+
+@pytest.mark.xfail(strict=True, reason="shipped model: 5.3 (S-inhibition) is third into the logits, and the "
+                   "previous-token / induction heads reach the name movers' queries directly — see the card")
+def test_path_patching_sees_every_layer(layers):
+    assert all(layers.holds.values()), (layers.holds, layers.top)
+
+
+@pytest.fixture(scope="module")
+def search(model):
+    return pc.search_quality(model, n=100, eval_n=200)
+
+
+def test_the_search_is_not_degenerate_and_finds_only_truth_heads(search):
+    assert search["dense_distinct_circuits"] >= 3, search
+    assert search["dense"]["precision"] >= 0.8 and search["app"]["precision"] >= 0.8, search
+    assert search["dense"]["tpr"] >= 0.5 and search["app"]["tpr"] >= 0.5, search
+
+
+@pytest.mark.xfail(strict=True, reason="shipped model: the chosen circuits miss the weak heads 3.6, 4.6, 5.3, 6.0 "
+                   "(TPR 0.60, target 0.8) — see the card")
+def test_the_search_finds_the_truth(search):
+    assert search["dense"]["tpr"] >= 0.8 and search["app"]["tpr"] >= 0.8, search
+
+
+def test_app_pays_for_its_pruning(search):
+    assert search["speedup_gflops_incl_pruning"] >= 1.5, search

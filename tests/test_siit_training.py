@@ -1,0 +1,124 @@
+"""The planting trainer (toy.siit): its prompts are the kit's IOI prompts, its interventions do what they
+say, and a few steps lower the behaviour, interchange and strictness losses."""
+import json
+import random
+
+import pytest
+import torch
+
+from app_helpers.tasks import make_task
+from app_helpers.toy import siit
+
+
+@pytest.fixture(scope="module")
+def sampler(word_tok):
+    return siit.PromptSampler(word_tok, random.Random(0))
+
+
+def test_layouts_tokenise_exactly_like_make_task(word_tok, sampler):
+    task = make_task("ioi", word_tok, n=64, seed=3)
+    layouts = {layout.group: layout for layout in sampler.layouts}
+    assert len(layouts) == task.n_groups
+    for i in range(len(task)):
+        layout = layouts[int(task.groups[i])]
+        ids = task.clean_tokens[i, : int(task.lengths[i])].tolist()
+        open_slots = [p for p in (*layout.slots, layout.s2, layout.place, layout.obj) if p is not None]
+        assert [t if p not in open_slots else ids[p] for p, t in enumerate(layout.ids)] == ids
+        assert layout.s2 == int(task.word_pos["S2"][i]) and layout.end == int(task.end_pos[i])
+        assert set(layout.slots) == {int(task.word_pos["IO"][i]), int(task.word_pos["S1"][i])}
+
+
+def test_prompts_carry_their_story(sampler):
+    for _ in range(50):
+        base = sampler.base()
+        ids = base.ids(sampler.vocab)
+        assert ids[base.layout.s2] == sampler.vocab[base.story.repeated]
+        assert base.story.answer in base.story.names and base.story.repeated in base.story.names
+        abc = sampler.abc(base)
+        assert abc.story.answer is None and not set(abc.story.names) & set(base.story.names)
+        source = sampler.source(base)
+        assert source.layout.group // 2 == base.layout.group // 2  # same template: positions align
+        assert len(source.ids(sampler.vocab)) == len(ids)
+
+
+def test_interventions_replace_exactly_the_planned_heads(word_tok):
+    config = siit.SIITConfig(n_layers=2, n_heads=4, d_model=32)
+    torch.manual_seed(0)
+    model = siit.build_model(config, word_tok).eval()
+    iv = siit.HeadInterventions(model)
+    source = torch.randint(5, 100, (2, 7))
+    base = torch.randint(5, 100, (3, 7))
+    iv.recording = True
+    model(input_ids=source)
+    iv.recording = False
+    recorded = [z.clone() for z in iv.recorded]
+    plan = torch.zeros(3, 2, 4, dtype=torch.long)
+    plan[1, 1, 2] = siit.SOURCE  # row 1, layer 1, head 2 from source row 0
+    plan[2, 0, 0] = siit.CLEAN  # row 2, layer 0, head 0 from row 0 of this pass
+    iv.plan, iv.source_row, iv.abc_row, iv.clean_row = plan, torch.tensor([0, 0, 0]), torch.tensor([1, 1, 1]), \
+        torch.tensor([0, 0, 0])
+    seen = {}
+    hook = model.transformer.h[1].attn.c_proj.register_forward_pre_hook(
+        lambda m, a: seen.__setitem__("z1", a[0].view(3, 7, 4, 8).clone()))
+    model(input_ids=base)
+    hook.remove()
+    iv.plan = None
+    # the pre-hook registered after ours sees the replaced input
+    assert torch.equal(seen["z1"][1, :, 2], recorded[1][0, :, 2])
+    iv.remove()
+
+
+def test_planting_steps_lower_the_behaviour_interchange_and_strict_losses(word_tok):
+    torch.manual_seed(0)
+    config = siit.SIITConfig(d_model=32)
+    model = siit.build_model(config, word_tok)
+    with torch.no_grad():  # make every head matter, as in a trained model, so strictness has something to fix
+        for block in model.transformer.h:
+            block.attn.c_proj.weight.mul_(20)
+    planter = siit.Planter(model, siit.PromptSampler(word_tok, random.Random(0)), random.Random(0), config)
+
+    def losses(seed):  # the same rows every time: the sampler, the plans and torch all reseeded
+        planter.rng.seed(seed)
+        planter.sampler.rng.seed(seed)
+        torch.manual_seed(seed)
+        return planter.losses([planter.sampler.base() for _ in range(16)])
+
+    before = {k: float(v) for k, v in losses(123).items() if k != "accuracy"}
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    with torch.enable_grad():
+        for step in range(25):
+            parts = losses(step)
+            loss = parts["next_token"] + parts["clean"] + sum(parts[k] for k in siit.ROW_KINDS[1:])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    after = {k: float(v) for k, v in losses(123).items() if k != "accuracy"}
+    for name in ("clean", "interchange", "strict"):
+        assert after[name] < before[name], (name, before, after)
+
+
+def test_the_training_command_writes_a_loadable_model(tmp_path):
+    assert siit.main(["--out", str(tmp_path), "--behaviour-steps", "2", "--planting-steps", "2",
+                      "--polish-steps", "2", "--no-card"]) == 0
+    record = json.loads((tmp_path / "training.json").read_text())
+    assert record["config"]["planting_steps"] == 2 and len(record["every"]) == 1
+    from app_helpers.models import load_model
+
+    model = load_model(str(tmp_path), verbose=False)
+    assert (model.cfg.n_layers, model.cfg.n_heads) == (8, 8)
+
+
+def test_same_seed_same_weights_and_polish_only_equals_the_full_run(tmp_path):
+    from safetensors.torch import load_file
+
+    small = dict(d_model=32, behaviour_steps=3, planting_steps=3, batch_size=4, warmup=1)
+    torch.set_num_threads(1)
+    siit.train(siit.SIITConfig(**small, polish_steps=0), tmp_path / "phase2", progress=False)
+    siit.polish_only(siit.SIITConfig(**small, polish_steps=3), tmp_path / "phase2", tmp_path / "polished",
+                     progress=False)
+    for name in ("full", "again"):
+        siit.train(siit.SIITConfig(**small, polish_steps=3), tmp_path / name, progress=False)
+    weights = {name: load_file(tmp_path / name / "model.safetensors") for name in ("full", "again", "polished")}
+    for key, value in weights["full"].items():
+        assert torch.equal(value, weights["again"][key]), key
+        assert torch.equal(value, weights["polished"][key]), key
