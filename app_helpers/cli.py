@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import models
-from .tasks import TASKS
+from . import models, sizing
+from .tasks import TASKS, get_task, make_task
 
 
 def cmd_info(args) -> int:
@@ -27,15 +27,25 @@ def cmd_run(args) -> int:
     import torch
 
     from . import report
+    from .circuits import references_for
     from .pipeline import run_comparison
 
     task_options = _task_options(args.task_option)  # before loading anything: bad input fails fast
+    size = sizing.with_overrides(args.size, n=args.n, eval_n=args.eval_n)
     torch.manual_seed(args.seed)
-    bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
-    choice = models.choose_model(args.model)
-    comparison = run_comparison(bridge, args.task, n=args.n, seed=args.seed, eval_n=args.eval_n,
+    bridge = models.load_model(args.model, device=args.device, dtype=args.dtype, task=args.task)
+    choice = models.choose_model(args.model, args.task)
+    task = get_task(args.task).name
+    if not args.quiet:
+        shape = sizing.Shape.of(bridge.cfg)
+        seq = make_task(task, bridge, n=size.n, seed=args.seed, **task_options).clean_tokens.shape[1]
+        stages = sizing.comparison_flops(shape, size, seq, *sizing.assumed_circuit(shape, task, choice.location == "gpt2"))
+        print(f"[{size.name} size: N={size.n}, held-out {size.eval_n}, {size.grid_runs}-run grid] "
+              + sizing.describe_estimate(stages, sizing.probe_throughput(bridge)), flush=True)
+    comparison = run_comparison(bridge, task, n=size.n, seed=args.seed, eval_n=size.eval_n,
                                 model_name=choice.spec, show_progress=not args.quiet,
-                                references=_references_for(choice.location, args.task),
+                                scales=size.scales, thresholds=size.thresholds,
+                                references=references_for(choice.location, task),
                                 task_options=task_options)
     print(report.comparison_table(comparison))
     out = Path(args.out)
@@ -49,21 +59,11 @@ def cmd_bench(args) -> int:
     """Print the benchmark table (engine vs naive, APP vs dense, FLOPs, pipeline time, GPT-2 scale)."""
     from .bench import run_bench
 
-    bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
-    print(run_bench(bridge, models.choose_model(args.model).location, args.task, args.n, args.eval_n,
+    bridge = models.load_model(args.model, device=args.device, dtype=args.dtype, task=args.task)
+    print(run_bench(bridge, models.choose_model(args.model, args.task).location, args.task, args.n, args.eval_n,
                     args.seed, grid=not args.no_grid, gpt2=not args.no_gpt2,
                     progress=lambda line: print(line, file=sys.stderr, flush=True)))
     return 0
-
-
-def _references_for(location: str, task: str) -> dict:
-    """Published circuits apply to GPT-2 small only."""
-    from .circuits import reference_circuit
-
-    if location != "gpt2":
-        return {}
-    names = {"ioi": ["ioi_app_pp", "ioi_wang"], "greater_than": ["greater_than_hanna"]}.get(task, [])
-    return {name: reference_circuit(name) for name in names}
 
 
 def _task_options(pairs: list[str]) -> dict[str, str]:
@@ -96,9 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", default="ioi", help=f"one of {', '.join(TASKS)} (default ioi)")
     run.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                      help="repeatable: metric=prob_diff, corruption=ABA|ABD (IOI), names=single|full (induction)")
-    run.add_argument("--n", type=int, default=100, help="prompts used for scoring and search (default 100)")
-    run.add_argument("--eval-n", type=int, default=200, help="held-out prompts for Perf (default 200)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the search prompts (held-out: seed+1000)")
+    run.add_argument("--size", default="paper", choices=list(sizing.SIZES),
+                     help="paper: N=100, held-out 200, the 4 x 4 grid (default); tutorial: N=40, 100, a 2 x 2 grid")
+    run.add_argument("--n", type=int, default=None, help="prompts used for scoring and search (default: the size's)")
+    run.add_argument("--eval-n", type=int, default=None, help="held-out prompts for Perf (default: the size's)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the search prompts (the held-out prompts are drawn from seed+1000 and never repeat one)")
     run.add_argument("--out", default="out/run", help="folder for comparison.json and the PNG figures")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)

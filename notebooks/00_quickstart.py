@@ -31,7 +31,7 @@
 # | step | kit call |
 # |---|---|
 # | load a model | `load_model` |
-# | make the task | `make_task` |
+# | make the task (search and held-out prompts) | `make_split` |
 # | prune | `prune_for_app` |
 # | search | `PathPatcher.from_task` + `search_circuit` |
 # | evaluate | `evaluate_circuit` |
@@ -58,8 +58,9 @@ if "google.colab" in sys.modules and importlib.util.find_spec("app_helpers") is 
 
 # %% tags=["parameters"]
 MODEL = "auto"  # "auto", "gpt2", "app-toy" (bundled), "random-gpt2", or a local Hugging Face model directory
-N = 100  # prompts used to score heads and to search (the paper: 100)
-EVAL_N = 200  # held-out prompts used to measure Perf (the paper: 200)
+SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a Colab T4); "paper": the paper's
+N = None  # prompts used to score heads and to search (the paper: 100); None: the size's (tutorial 40, paper 100)
+EVAL_N = None  # held-out prompts used to measure Perf (the paper: 200); None: the size's (tutorial 100, paper 200)
 SEED = 0  # seed of the search prompts; the held-out prompts use SEED + 1000
 
 # %% [markdown]
@@ -71,10 +72,14 @@ SEED = 0  # seed of the search prompts; the held-out prompts use SEED + 1000
 # %%
 import torch
 
+from app_helpers import sizing
 from app_helpers.models import choose_model, notebook_model
 
 torch.set_grad_enabled(False)  # patching only reads and overwrites activations
-model, facts = notebook_model(MODEL)  # says which model and why, how big, and how to get GPT-2 small
+model, facts = notebook_model(MODEL, task="ioi")  # which model and why, how big, how to get GPT-2
+size = sizing.with_overrides(SIZE, N, EVAL_N)
+N, EVAL_N = size.n, size.eval_n
+print(sizing.estimate_line(model, "00", size, facts["is_gpt2_small"]))  # before the long cells below
 model_is_gpt2 = facts["is_gpt2_small"]
 n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 
@@ -87,11 +92,10 @@ n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 # the final circuits.
 
 # %%
-from app_helpers.pipeline import HELD_OUT_SEED_OFFSET
-from app_helpers.tasks import make_task
+from app_helpers.tasks import make_split
 
-task = make_task("ioi", model, n=N, seed=SEED)
-eval_task = make_task("ioi", model, n=EVAL_N, seed=SEED + HELD_OUT_SEED_OFFSET)
+split = make_split("ioi", model, n=N, eval_n=EVAL_N, seed=SEED)  # held-out prompts never repeat a search prompt
+task, eval_task = split.search, split.held_out
 answer = model.tokenizer.decode([int(task.correct[0])])
 print(f"{len(task)} search prompts and {len(eval_task)} held-out prompts, for example")
 print(f"  clean:     {task.clean_prompts[0]} → {answer.strip()}")
@@ -105,7 +109,7 @@ print(f"  corrupted: {task.corrupted_prompts[0]}")
 
 # %%
 from app_helpers import viz
-from app_helpers.circuits import reference_circuit
+from app_helpers.circuits import references_for
 from app_helpers.pruning import prune_for_app
 
 pruning = prune_for_app(model, task)
@@ -113,8 +117,9 @@ for method in ("flap", "contrastive"):
     print(f"{method:<12} cliff at sparsity {pruning.sparsity[method]:.2f}: keeps {len(pruning.kept[method])} heads")
 print(f"merged: APP searches {len(pruning.merged)} of {pruning.n_heads_total} heads")
 
-# On GPT-2 small, outline the heads of the published IOI circuit (Wang et al.) to see which survive.
-reference = reference_circuit("ioi_wang").heads if model_is_gpt2 else ()
+# Outline the known IOI circuit (GPT-2 small: Wang et al.'s; app-planted: its planted truth) to see which survive.
+known = references_for(facts["location"], "ioi")
+reference = next(iter(known.values())).heads if known else ()
 fig = viz.kept_heatmap({"FLAP": pruning.kept["flap"], "Contrastive": pruning.kept["contrastive"]},
                        n_layers, n_heads, title="heads kept by each score at its cliff", outlined=reference)
 
@@ -152,7 +157,8 @@ print(f"Perf of the APP circuit on {len(eval_task)} held-out prompts: {result.pe
 
 # %% [markdown]
 # ## 5 · APP vs dense path patching
-# The paper runs each method over a 4 × 4 grid of `scale` × `min_value_threshold`, picks one circuit
+# The paper runs each method over a 4 × 4 grid of `scale` × `min_value_threshold` (`SIZE = "paper"`; the
+# tutorial size runs 2 × 2), picks one circuit
 # from the grid by a Pareto rule (small but good enough), and scores it on held-out prompts.
 # `run_comparison` does exactly that for both methods, each on its own engine, and measures every
 # cost. This is the slowest cell: dense path patching visits every head.
@@ -161,8 +167,8 @@ print(f"Perf of the APP circuit on {len(eval_task)} held-out prompts: {result.pe
 from app_helpers.pipeline import run_comparison
 from app_helpers.report import comparison_table
 
-references = {"ioi_app_pp": reference_circuit("ioi_app_pp"), "ioi_wang": reference_circuit("ioi_wang")} if model_is_gpt2 else {}
-comparison = run_comparison(model, "ioi", n=N, seed=SEED, eval_n=EVAL_N, model_name=choose_model(MODEL).spec,
+references = references_for(facts["location"], "ioi")  # GPT-2's published circuits, app-planted's truth
+comparison = run_comparison(model, "ioi", n=N, seed=SEED, eval_n=EVAL_N, scales=size.scales, thresholds=size.thresholds, model_name=choose_model(MODEL).spec,
                             references=references)
 print(comparison_table(comparison))
 
@@ -173,7 +179,7 @@ print(comparison_table(comparison))
 # %%
 fig = viz.cost_bars({"dense PP": comparison.dense.cost, "APP": comparison.app.cost,
                      "APP + pruning": comparison.app.cost + comparison.pruning_cost},
-                    title="cost of the 16-run grid")
+                    title=f"cost of the {size.grid_runs}-run grid")
 
 # %%
 import matplotlib.pyplot as plt

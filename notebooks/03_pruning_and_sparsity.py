@@ -36,29 +36,34 @@ if "google.colab" in sys.modules and importlib.util.find_spec("app_helpers") is 
 # %% tags=["parameters"]
 MODEL = "auto"  # "auto", "gpt2", "app-toy" (bundled), "random-gpt2", or a local Hugging Face model directory
 TASK = "ioi"
-N = 100  # calibration prompts: scores and the sweep's Perf are computed on them
+SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a Colab T4); "paper": the paper's
+N = None  # calibration prompts: scores and the sweep's Perf are computed on them; None: the size's (tutorial 40, paper 100)
 SEED = 0
 RULE = "first"  # cliff rule: "first", "biggest" or "fixed" (always 0.75)
 
 # %%
 import torch
 
+from app_helpers import sizing
 from app_helpers.models import notebook_model
 
 torch.set_grad_enabled(False)
-model, facts = notebook_model(MODEL)  # says which model and why, how big, and how to get GPT-2 small
+model, facts = notebook_model(MODEL, task=TASK)  # which model and why, how big, how to get GPT-2
+size = sizing.with_overrides(SIZE, N, None)
+N = size.n
+print(sizing.estimate_line(model, "03", size, facts["is_gpt2_small"]))  # before the long cells below
 model_is_gpt2 = facts["is_gpt2_small"]
 n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 
 # %%
-from app_helpers.circuits import reference_circuit
+from app_helpers.circuits import references_for
 from app_helpers.pruning import score_heads
 from app_helpers.tasks import make_task
 
 task = make_task(TASK, model, n=N, seed=SEED)
 scores = score_heads(model, task)
-references = {"ioi": "ioi_wang", "greater_than": "greater_than_hanna"}
-reference = reference_circuit(references[task.name]).heads if model_is_gpt2 and task.name in references else ()
+references = references_for(facts["location"], task.name)  # GPT-2's published, app-planted's truth
+reference = next(iter(references.values())).heads if references else ()
 print(f"task {task.name}, {len(task)} prompts; scores for {', '.join(scores)}")
 
 # %% [markdown]

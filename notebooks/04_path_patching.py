@@ -40,30 +40,37 @@ if "google.colab" in sys.modules and importlib.util.find_spec("app_helpers") is 
 
 # %% tags=["parameters"]
 MODEL = "auto"  # "auto", "gpt2", "app-toy" (bundled), "random-gpt2", or a local Hugging Face model directory
-N = 100  # prompts used for patching
-EVAL_N = 200  # held-out prompts for Perf
+SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a Colab T4); "paper": the paper's
+N = None  # prompts used for patching; None: the size's (tutorial 40, paper 100)
+EVAL_N = None  # held-out prompts for Perf; None: the size's (tutorial 100, paper 200)
 SEED = 0
-SENDER = None  # (layer, head) patched by hand in section 1; None: 9.9 on GPT-2, else a head of the last layer
+SENDER = None  # (layer, head) patched by hand in section 1; None: a name mover (GPT-2: 9.9; app-planted: 6.0)
 SCALE = 1.0  # selection strictness inside the search (the paper's grid: 1, 1.5, 2, 2.5)
 THRESHOLD = 0.01  # min_value_threshold: below this no effect counts (the paper's grid: 0.01, 0.001, 0.02, 0.002)
 
 # %%
 import torch
 
+from app_helpers import sizing
 from app_helpers.models import notebook_model
 
 torch.set_grad_enabled(False)
-model, facts = notebook_model(MODEL)  # says which model and why, how big, and how to get GPT-2 small
+model, facts = notebook_model(MODEL, task="ioi")  # which model and why, how big, how to get GPT-2
+size = sizing.with_overrides(SIZE, N, EVAL_N)
+N, EVAL_N = size.n, size.eval_n
+print(sizing.estimate_line(model, "04", size, facts["is_gpt2_small"]))  # before the long cells below
 model_is_gpt2 = facts["is_gpt2_small"]
 n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 
 # %%
-from app_helpers.pipeline import HELD_OUT_SEED_OFFSET
-from app_helpers.tasks import make_task
+from app_helpers.circuits import references_for
+from app_helpers.tasks import make_split
 
-task = make_task("ioi", model, n=N, seed=SEED)
-eval_task = make_task("ioi", model, n=EVAL_N, seed=SEED + HELD_OUT_SEED_OFFSET)
-sender = tuple(SENDER) if SENDER is not None else ((9, 9) if model_is_gpt2 else (n_layers - 1, 0))
+split = make_split("ioi", model, n=N, eval_n=EVAL_N, seed=SEED)  # held-out prompts never repeat a search prompt
+task, eval_task = split.search, split.held_out
+known = references_for(facts["location"], "ioi")  # GPT-2's published circuits, app-planted's planted truth
+movers = [h for c in known.values() for h, role in c.roles.items() if role == "name mover"]
+sender = tuple(SENDER) if SENDER is not None else ((9, 9) if model_is_gpt2 else movers[0] if movers else (n_layers - 1, 0))
 print(f"IOI, {len(task)} prompts; the sender we patch by hand: head {sender[0]}.{sender[1]}")
 
 # %% [markdown]
@@ -230,14 +237,13 @@ print(f"this search: {run.cost.sender_evaluations} sender evaluations, {run.cost
 
 # %% [markdown]
 # The circuit as a graph: layers are rows (input at the bottom, logits on top), heads are nodes, and each
-# edge is coloured by the receiver's input it was found through. On GPT-2 small, nodes are coloured by
-# their role in Wang et al.'s circuit where they have one.
+# edge is coloured by the receiver's input it was found through. Nodes are coloured by their role in the
+# known circuit where they have one (GPT-2 small: Wang et al.'s; app-planted: the planted roles).
 
 # %%
-from app_helpers.circuits import overlap, reference_circuit
+from app_helpers.circuits import overlap
 
-wang = reference_circuit("ioi_wang")
-roles = {h: r for h, r in wang.roles.items() if h in run.heads} if model_is_gpt2 else {}
+roles = {h: r for c in known.values() for h, r in c.roles.items() if h in run.heads}
 fig = viz.circuit_graph(run.heads, run.edges, n_layers, n_heads, roles=roles,
                         title=f"IOI circuit, scale {SCALE:g}, threshold {THRESHOLD:g}")
 
@@ -246,10 +252,9 @@ from app_helpers.evaluation import evaluate_circuit
 
 r = evaluate_circuit(model, eval_task, run.heads)
 print(f"Perf on {len(eval_task)} held-out prompts: {r.perf:.1f} % with {len(run.heads)} of {facts['heads']} heads")
-if model_is_gpt2:
-    for name in ("ioi_app_pp", "ioi_wang"):
-        o = overlap(run.heads, reference_circuit(name))
-        print(f"vs {name}: TPR {o['tpr']:.2f}, precision {o['precision']:.2f} ({o['true_positives']} of {o['n_reference']} heads)")
+for name, circuit in known.items():
+    o = overlap(run.heads, circuit)
+    print(f"vs {name}: TPR {o['tpr']:.2f}, precision {o['precision']:.2f} ({o['true_positives']} of {o['n_reference']} heads)")
 
 # %% [markdown]
 # ## Summary

@@ -21,7 +21,7 @@
 #
 # 1. **What does APP save?** Sender evaluations, forward passes, FLOPs and seconds.
 # 2. **What does it lose?** Overlap with the dense circuit, and Perf on held-out prompts.
-# 3. **How is one circuit chosen** from the 16 searches of the grid?
+# 3. **How is one circuit chosen** from the searches of the grid (16 at the paper's size, 4 at the tutorial's)?
 #
 # On GPT-2 small, the paper's numbers are shown beside ours.
 
@@ -42,35 +42,41 @@ if "google.colab" in sys.modules and importlib.util.find_spec("app_helpers") is 
 
 # %% tags=["parameters"]
 MODEL = "auto"  # "auto", "gpt2", "app-toy" (bundled), "random-gpt2", or a local Hugging Face model directory
-N = 100  # prompts for scoring and search (the paper: 100)
-EVAL_N = 200  # held-out prompts for Perf (the paper: 200)
+SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a Colab T4); "paper": the paper's
+N = None  # prompts for scoring and search (the paper: 100); None: the size's (tutorial 40, paper 100)
+EVAL_N = None  # held-out prompts for Perf (the paper: 200); None: the size's (tutorial 100, paper 200)
 SEED = 0
 RULE = "first"  # cliff rule for the pruning step: "first", "biggest" or "fixed"
 
 # %%
 import torch
 
+from app_helpers import sizing
 from app_helpers.models import choose_model, notebook_model
 
 torch.set_grad_enabled(False)
-model, facts = notebook_model(MODEL)  # says which model and why, how big, and how to get GPT-2 small
+model, facts = notebook_model(MODEL, task="ioi")  # which model and why, how big, how to get GPT-2
+size = sizing.with_overrides(SIZE, N, EVAL_N)
+N, EVAL_N = size.n, size.eval_n
+print(sizing.estimate_line(model, "05", size, facts["is_gpt2_small"]))  # before the long cells below
 model_is_gpt2 = facts["is_gpt2_small"]
 n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 
 # %% [markdown]
 # ## 1 · Run both methods
-# `run_comparison` prunes (scores, sweeps, cliffs, merge), then runs the 16-setting grid twice, each on a
+# `run_comparison` prunes (scores, sweeps, cliffs, merge), then runs the grid (`size.scales` × `size.thresholds`) twice, each on a
 # fresh path-patching engine: once over every head (dense) and once over the merged set (APP). Each
 # grid's chosen circuit is scored on `EVAL_N` held-out prompts drawn with seed `SEED + 1000`. This is the
 # slowest cell of the notebook.
 
 # %%
-from app_helpers.circuits import reference_circuit
+from app_helpers.circuits import references_for
 from app_helpers.pipeline import run_comparison
 from app_helpers.report import comparison_table
 
-references = {"ioi_app_pp": reference_circuit("ioi_app_pp"), "ioi_wang": reference_circuit("ioi_wang")} if model_is_gpt2 else {}
-comparison = run_comparison(model, "ioi", n=N, seed=SEED, eval_n=EVAL_N, rule=RULE,
+references = references_for(facts["location"], "ioi")  # GPT-2's published circuits, app-planted's truth
+comparison = run_comparison(model, "ioi", n=N, seed=SEED, eval_n=EVAL_N, scales=size.scales,
+                            thresholds=size.thresholds, rule=RULE,
                             model_name=choose_model(MODEL).spec, references=references)
 dense, app, pruning = comparison.dense, comparison.app, comparison.pruning
 print(comparison_table(comparison))
@@ -111,15 +117,15 @@ fig.tight_layout()
 from app_helpers.report import comparison_rows
 
 fig = viz.cost_bars({"dense PP": dense.cost, "APP": app.cost, "APP + pruning": app.cost + comparison.pruning_cost},
-                    title="cost of the 16-run grid (log scale)")
+                    title=f"cost of the {size.grid_runs}-run grid (log scale)")
 for label, _, value in comparison_rows(comparison):
     if label.startswith("speed-up"):
         print(f"{label:<34} ×{value:.2f}")
 
 # %% [markdown]
 # ## 4 · The grid and the Pareto choice
-# Each method runs 16 searches: `scale` ∈ {1, 1.5, 2, 2.5} × `min_value_threshold` ∈ {0.01, 0.001,
-# 0.02, 0.002}. Looser settings select more heads: bigger circuits, usually higher Perf. The Pareto rule
+# At the paper's size each method runs 16 searches, `scale` ∈ {1, 1.5, 2, 2.5} × `min_value_threshold` ∈
+# {0.01, 0.001, 0.02, 0.002}; the tutorial size runs 4 of them ({1.5, 2.5} × {0.01, 0.001}). Looser settings select more heads: bigger circuits, usually higher Perf. The Pareto rule
 # picks **the smallest circuit that is good enough**: Perf ≥ 75 % and at most half of all heads for APP,
 # Perf ≥ 73 % and at most a quarter of all heads for dense path patching (the authors' settings). If no
 # circuit qualifies, it takes the smallest circuit whose Perf is at least the grid's mean. The engine
@@ -141,8 +147,8 @@ for run, key in ((dense, "dense"), (app, "app")):
     print()
 
 # %% [markdown]
-# **Exercise.** Suppose we demanded Perf ≥ 90 % for APP (still at most half the heads). Which of APP's 16
-# runs would be chosen? Give its index (0–15, in the order of the table) and check with the kit's own
+# **Exercise.** Suppose we demanded Perf ≥ 90 % for APP (still at most half the heads). Which of APP's
+# runs would be chosen? Give its index (in the order of the table) and check with the kit's own
 # rule, `pareto_choice`.
 
 # %%

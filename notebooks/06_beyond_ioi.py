@@ -14,8 +14,8 @@
 # # 06 · Beyond IOI: Greater-Than, gendered pronouns, name induction, Docstring
 #
 # Nothing in APP is specific to IOI: any task with clean/corrupted prompt pairs and a metric will do.
-# This notebook runs the comparison of notebook 05 — dense path patching vs APP, each with its 16-run
-# grid and Pareto choice — on the kit's other tasks:
+# This notebook runs the comparison of notebook 05 — dense path patching vs APP, each with its grid of
+# searches and Pareto choice — on the kit's other tasks:
 #
 # | task | the model must … | corrupted prompts |
 # |---|---|---|
@@ -43,18 +43,23 @@ if "google.colab" in sys.modules and importlib.util.find_spec("app_helpers") is 
 
 # %% tags=["parameters"]
 MODEL = "auto"  # "auto", "gpt2", "app-toy" (bundled), "random-gpt2", or a local Hugging Face model directory
-TASKS = ["greater_than", "gendered_pronouns", "name_induction", "docstring"]  # drop some to save time
-N = 100  # prompts for scoring and search, per task
-EVAL_N = 200  # held-out prompts for Perf, per task
+TASKS = None  # None: the size's (tutorial: greater_than, gendered_pronouns; paper: also name_induction, docstring)
+SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a Colab T4); "paper": the paper's
+N = None  # prompts for scoring and search, per task; None: the size's (tutorial 40, paper 100)
+EVAL_N = None  # held-out prompts for Perf, per task; None: the size's (tutorial 100, paper 200)
 SEED = 0
 
 # %%
 import torch
 
+from app_helpers import sizing
 from app_helpers.models import choose_model, notebook_model
 
 torch.set_grad_enabled(False)
 model, facts = notebook_model(MODEL)  # says which model and why, how big, and how to get GPT-2 small
+size = sizing.with_overrides(SIZE, N, EVAL_N, TASKS)
+N, EVAL_N, TASKS = size.n, size.eval_n, list(size.tasks)
+print(sizing.estimate_line(model, "06", size, facts["is_gpt2_small"]))  # before the long cells below
 model_is_gpt2 = facts["is_gpt2_small"]
 n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 
@@ -86,14 +91,15 @@ for name in TASKS:
 # (Hanna et al.) is passed as a reference, so its overlap is reported too.
 
 # %%
-from app_helpers.circuits import reference_circuit
+from app_helpers.circuits import references_for
 from app_helpers.pipeline import run_comparison
 from app_helpers.report import comparison_table
 
 comparisons = {}
 for name in available:
-    refs = {"greater_than_hanna": reference_circuit("greater_than_hanna")} if model_is_gpt2 and name == "greater_than" else {}
-    comparisons[name] = run_comparison(model, name, n=N, seed=SEED, eval_n=EVAL_N,
+    refs = references_for(facts["location"], name)
+    comparisons[name] = run_comparison(model, name, n=N, seed=SEED, eval_n=EVAL_N, scales=size.scales,
+                                       thresholds=size.thresholds,
                                        model_name=choose_model(MODEL).spec, references=refs)
     print(comparison_table(comparisons[name]), "\n")
 
@@ -144,7 +150,7 @@ dense_total = sum((c.dense.cost for c in comparisons.values()), Cost())
 app_total = sum((c.app.cost for c in comparisons.values()), Cost())
 pruning_total = sum((c.pruning_cost for c in comparisons.values()), Cost())
 fig = viz.cost_bars({"dense PP": dense_total, "APP": app_total, "APP + pruning": app_total + pruning_total},
-                    title=f"cost of the 16-run grids, {len(comparisons)} tasks together")
+                    title=f"cost of the {size.grid_runs}-run grids, {len(comparisons)} tasks together")
 
 # %% [markdown]
 # ## 4 · Beside the paper (Table 2, GPT-2 small)

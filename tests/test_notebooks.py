@@ -69,11 +69,21 @@ except ImportError:
 '''
 
 
-def bundled_spec() -> str:
-    """The model the test runs use: the bundled model once shipped, else the random-weight stand-in."""
+def notebook_task(name: str) -> str | None:
+    """The task a notebook loads its model for (``notebook_model(MODEL, task=...)``), None if none."""
+    text = (NOTEBOOKS / f"{name}.py").read_text()
+    m = re.search(r"notebook_model\(MODEL, task=(\"(\w+)\"|TASK)\)", text)
+    if not m:
+        return None
+    return m.group(2) or re.search(r'^TASK = "(\w+)"', text, re.M).group(1)
+
+
+def bundled_spec(name: str | None = None) -> str:
+    """The model a notebook's test run uses: the bundled model for its task once shipped (app-planted for
+    IOI, app-toy otherwise), else the random-weight stand-in."""
     from app_helpers.models import bundled_or_random
 
-    return bundled_or_random().spec
+    return bundled_or_random(notebook_task(name) if name else None).spec
 
 
 def source(name: str):
@@ -203,7 +213,7 @@ def test_committed_notebook_is_executed_and_small(name):
     assert not [o for c in code for o in c.outputs if o.output_type == "error"], f"{name}.ipynb stores an error"
     images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, f"{name}.ipynb shows no figure"
-    spec = bundled_spec()
+    spec = bundled_spec(name)
     if spec != "random-gpt2":  # the bundled model is shipped: committed outputs must come from it
         assert f"[app_helpers] model: {spec}" in outputs_text(nb), (
             f"{name}.ipynb was not executed on the bundled model {spec!r}; re-execute: "
@@ -214,12 +224,12 @@ def test_committed_notebook_is_executed_and_small(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_executes(name, tmp_path):
     nb = source(name)
-    inject(nb, {"MODEL": bundled_spec(), **SMALL})
+    inject(nb, {"MODEL": bundled_spec(name), **SMALL})
     start = time.perf_counter()
     execute(nb, tmp_path, timeout=SMALL_CELL_TIMEOUT)
     print(f"{name}: {time.perf_counter() - start:.1f} s")
     text = outputs_text(nb)
-    assert f"[app_helpers] model: {bundled_spec()}" in text
+    assert f"[app_helpers] model: {bundled_spec(name)}" in text
 
 
 # --- re-execution in place -------------------------------------------------------------------------------
