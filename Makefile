@@ -18,7 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(PY) -m app_helpers info --model auto
+	HF_HUB_OFFLINE=1 $(PY) -m app_helpers info --model auto --task ioi
 	HF_HUB_OFFLINE=1 $(PY) -m app_helpers run --model auto --task ioi --out out/demo
 
 test: setup

@@ -11,9 +11,9 @@ from .tasks import TASKS, get_task, make_task
 
 def cmd_info(args) -> int:
     """Say which model a spec resolves to and how big it is, then load it to prove it works."""
-    bridge = models.load_model(args.model, device=args.device, dtype=args.dtype)
+    bridge = models.load_model(args.model, device=args.device, dtype=args.dtype, task=args.task)
     facts = models.describe(bridge)
-    print(f"model     {args.model} -> {models.choose_model(args.model).location}")
+    print(f"model     {args.model} -> {models.choose_model(args.model, args.task).location}")
     print(f"shape     {facts['layers']} layers x {facts['heads_per_layer']} heads = {facts['heads']} heads, "
           f"d_model {facts['d_model']}, d_head {facts['d_head']}, vocab {facts['vocab']}")
     print(f"params    {facts['params'] / 1e6:.2f} M")
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="show the chosen model, its size and device")
     _model_options(info)
+    info.add_argument("--task", default=None, help="the task 'auto' chooses a bundled model for (offline: "
+                      "app-planted for ioi, app-toy otherwise)")
     info.set_defaults(func=cmd_info)
     run = sub.add_parser("run", help="dense path patching vs APP on a task: table, JSON, figures")
     _model_options(run)

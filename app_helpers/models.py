@@ -135,7 +135,7 @@ def choose_model(spec: str = AUTO, task: str | None = None) -> ModelChoice:
         if not _is_model_dir(path):
             raise ModelLoadError(f"the bundled model {spec!r} is not shipped in this checkout ({path} has no "
                                  f"weights); use {RANDOM_GPT2!r} or a hub name such as 'gpt2'")
-        return ModelChoice(spec, "bundled", str(path), f"the bundled model {spec!r} from data/")
+        return ModelChoice(spec, "bundled", str(path), f"the bundled model {spec!r} shipped with the kit")
     path = Path(spec).expanduser()
     if path.is_dir():
         if not _is_model_dir(path):
