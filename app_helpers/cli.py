@@ -126,3 +126,6 @@ def main(argv=None) -> int:
     except (models.ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (files already written are complete: JSON is written atomically)", file=sys.stderr)
+        return 130

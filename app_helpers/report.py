@@ -138,13 +138,29 @@ def write_json_atomic(data: dict, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, default=float)
+            json.dump(standard_json(data), f, indent=1, allow_nan=False)
             f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's files are private (0600); a record is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def standard_json(value):
+    """``value`` with NaN and infinities as ``null`` (standard JSON has no NaN: ``json.dump``'s bare ``NaN``
+    breaks other readers) and numbers from numpy or torch as plain floats."""
+    if isinstance(value, dict):
+        return {k: standard_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [standard_json(v) for v in value]
+    if isinstance(value, (str, bool, int)) or value is None:
+        return value
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def save_figures(c: Comparison, out_dir: Path, n_layers: int, n_heads: int) -> list[Path]:

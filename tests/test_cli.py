@@ -26,3 +26,14 @@ def test_module_entry_point_runs():
 def test_malformed_task_option_exits_2_before_loading_a_model(capsys):
     assert main(["run", "--model", "no-such-model", "--task-option", "metric"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err  # not the unknown-model error: options are checked first
+
+
+def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
+    from app_helpers import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "cmd_info", interrupted)
+    assert cli.main(["info", "--model", "random-gpt2"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("interrupted")

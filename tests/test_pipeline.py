@@ -1,5 +1,6 @@
 """APP end to end on a tiny random model: restriction holds, costs add up, outputs are written."""
 import json
+import os
 
 import pytest
 import torch
@@ -46,6 +47,21 @@ def test_record_is_json_and_written_atomically(comparison, tmp_path):
                                                                         comparison.app.circuit.heads]
     assert sorted(data["pruning"]["sweeps"]) == ["contrastive", "flap", "merged"]
     assert [p.name for p in tmp_path.iterdir()] == ["c.json"]  # no temporary file left behind
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # an ordinary file, not mkstemp's 0600
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_record_json_is_standard_nan_becomes_null(tmp_path):
+    data = {"perf": float("nan"), "scores": [[1.0, float("inf")], torch.tensor(2.5)], "n": 3, "name": "x"}
+    path = report.write_json_atomic(data, tmp_path / "r.json")
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"perf": None, "scores": [[1.0, None], 2.5], "n": 3, "name": "x"}
 
 
 def test_figures_are_written(comparison, tmp_path):
