@@ -32,6 +32,8 @@ BUNDLED_MODELS: dict[str, Path] = {"app-toy": DATA_DIR / "app-toy", "app-planted
 #: The bundled model ``"auto"`` picks offline: app-planted for IOI (its circuit is known by construction),
 #: app-toy for every other task (app-planted was trained on IOI only).
 BUNDLED_FOR_TASK = {"ioi": "app-planted"}
+#: What a bundled model's choice line adds to say why it is worth using.
+BUNDLED_NOTES = {"app-planted": "its IOI circuit is known by construction"}
 BUNDLED_DEFAULT = "app-toy"
 #: Stand-in while no bundled model is shipped: a GPT-2-shaped model with random weights (see gpt2_offline).
 RANDOM_GPT2 = "random-gpt2"
@@ -135,7 +137,8 @@ def choose_model(spec: str = AUTO, task: str | None = None) -> ModelChoice:
         if not _is_model_dir(path):
             raise ModelLoadError(f"the bundled model {spec!r} is not shipped in this checkout ({path} has no "
                                  f"weights); use {RANDOM_GPT2!r} or a hub name such as 'gpt2'")
-        return ModelChoice(spec, "bundled", str(path), f"the bundled model {spec!r} shipped with the kit")
+        note = f" ({BUNDLED_NOTES[spec]})" if spec in BUNDLED_NOTES else ""
+        return ModelChoice(spec, "bundled", str(path), f"the bundled model {spec!r} shipped with the kit{note}")
     path = Path(spec).expanduser()
     if path.is_dir():
         if not _is_model_dir(path):
@@ -165,9 +168,7 @@ def bundled_or_random(task: str | None = None) -> ModelChoice:
     """The bundled model for ``task`` when shipped, else the random-weight stand-in (said loudly)."""
     for name in dict.fromkeys((bundled_for(task), BUNDLED_DEFAULT)):
         if _is_model_dir(BUNDLED_MODELS[name]):
-            choice = choose_model(name)
-            why = " (its IOI circuit is known by construction)" if name == "app-planted" else ""
-            return ModelChoice(choice.spec, choice.kind, choice.location, choice.reason + why)
+            return choose_model(name)
     return choose_model(RANDOM_GPT2)
 
 

@@ -190,7 +190,7 @@ def _planted_shortfalls(m: dict) -> str:
     c = m["criteria"]
     if all(c.values()):
         return ""
-    truth = planted_truth_roles()
+    truth = _truth_roles()
     lines = ["\n## Known shortfalls (measured)"]
     if not c["interchange accuracy >= 95 % per role"]:
         weak = {r: a for r, a in m["interchange_accuracy"].items() if a < 0.95}
@@ -218,7 +218,7 @@ def _planted_shortfalls(m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def planted_truth_roles() -> dict[str, list[str]]:
+def _truth_roles() -> dict[str, list[str]]:
     from ..circuits import planted_truth
 
     return {role: [f"{l}.{h}" for l, h in heads] for role, heads in planted_truth().by_role().items()}

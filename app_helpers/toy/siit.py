@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..circuits import Circuit, planted_truth
 from ..tasks import words
 from ..tasks.base import pieces
 from ..wordlevel import build_word_level_tokenizer
@@ -189,12 +190,14 @@ class HeadInterventions:
     """
 
     def __init__(self, model):
+        blocks = model.transformer.h
         self.n_heads = model.config.n_head
-        self.blocks = model.transformer.h
-        self.plan = None
-        self.recorded: list[torch.Tensor | None] = [None] * len(self.blocks)
+        self.plan: torch.Tensor | None = None
+        self.source_row = self.abc_row = self.clean_row = None  # [rows] each, set with ``plan``
+        self.means: list[torch.Tensor] = []
+        self.recorded: list[torch.Tensor | None] = [None] * len(blocks)
         self.recording = False
-        self.handles = [b.attn.c_proj.register_forward_pre_hook(self._hook(l)) for l, b in enumerate(self.blocks)]
+        self.handles = [b.attn.c_proj.register_forward_pre_hook(self._hook(l)) for l, b in enumerate(blocks)]
 
     def _hook(self, layer: int):
         def hook(module, args):
@@ -245,21 +248,6 @@ class GroupMeans:
 
 
 # --- Training -------------------------------------------------------------------------------------------
-def truth_mask(n_layers: int, n_heads: int) -> torch.Tensor:
-    mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
-    for heads in ROLES.values():
-        for layer, head in heads:
-            mask[layer, head] = True
-    return mask
-
-
-def role_mask(role: str, n_layers: int, n_heads: int) -> torch.Tensor:
-    mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
-    for layer, head in ROLES[role]:
-        mask[layer, head] = True
-    return mask
-
-
 def learning_rate(config: SIITConfig, step: int) -> float:
     return warmup_cosine(step, config.lr, config.warmup, config.behaviour_steps + config.planting_steps)
 
@@ -300,12 +288,12 @@ class Planter:
         self.interchange_rows, self.few_head_strict, self.ld_weight = interchange_rows, few_head_strict, ld_weight
         cfg = model.config
         self.n_layers, self.n_heads = cfg.n_layer, cfg.n_head
-        self.truth = truth_mask(self.n_layers, self.n_heads)
-        self.roles = {r: role_mask(r, self.n_layers, self.n_heads) for r in ROLES}
+        self.truth = planted_truth().head_mask(self.n_layers, self.n_heads)
+        self.roles = {r: Circuit(heads=heads).head_mask(self.n_layers, self.n_heads) for r, heads in ROLES.items()}
         self.interventions = HeadInterventions(model)
         seq = max(len(l.ids) for l in sampler.layouts)
         self.means = GroupMeans(len(sampler.layouts), self.n_layers, seq, self.n_heads, cfg.n_embd // cfg.n_head)
-        self.pad_id = 0
+        self.pad_id = cfg.pad_token_id
 
     def _strict_plan(self) -> torch.Tensor:
         """Heads outside the truth replaced: a random fraction of them, or (``few_head_strict``, half the
@@ -429,7 +417,6 @@ def train(config: SIITConfig, out_dir: str | Path, progress: bool = True, histor
     model = build_model(config, tokenizer)
     sampler = PromptSampler(tokenizer, rng)
     planter = Planter(model, sampler, rng, config)
-    planter.pad_id = tokenizer.pad_token_id
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                   betas=(0.9, 0.98))
     history, start = [], time.perf_counter()
@@ -448,14 +435,8 @@ def train(config: SIITConfig, out_dir: str | Path, progress: bool = True, histor
             else:
                 parts = behaviour_losses(model, sampler, 2 * config.batch_size, tokenizer.pad_token_id)
                 loss = parts["next_token"] + config.answer_weight * parts["clean"]
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
-            record = {k: (round(v.item(), 4) if isinstance(v, torch.Tensor) else v) for k, v in parts.items()}
-            history.append(record)
-            if step % 25 == 0:
-                bar.set_postfix_str(_summary(record))
+            _step(optimiser, model, loss)
+            _log(history, parts, bar, step)
     planter.interventions.remove()
     history += polish(model, tokenizer, config, progress)
     model.eval()
@@ -469,7 +450,6 @@ def polish(model, tokenizer, config: SIITConfig, progress: bool = True) -> list[
     rng = random.Random(config.seed + 1)
     sampler = PromptSampler(tokenizer, rng)
     planter = Planter(model, sampler, rng, config, interchange_rows=2, few_head_strict=True, ld_weight=1.0)
-    planter.pad_id = tokenizer.pad_token_id
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.polish_lr, weight_decay=config.weight_decay,
                                   betas=(0.9, 0.98))
     history = []
@@ -479,13 +459,8 @@ def polish(model, tokenizer, config: SIITConfig, progress: bool = True) -> list[
         for step in bar:
             parts = planter.losses([sampler.base() for _ in range(config.batch_size)])
             loss = parts["next_token"] + 2 * parts["clean"] + sum(parts[k] for k in ROW_KINDS[1:])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
-            history.append({k: (round(v.item(), 4) if isinstance(v, torch.Tensor) else v) for k, v in parts.items()})
-            if step % 25 == 0:
-                bar.set_postfix_str(_summary(history[-1]))
+            _step(optimiser, model, loss)
+            _log(history, parts, bar, step)
     planter.interventions.remove()
     return history
 
@@ -525,6 +500,20 @@ def behaviour_losses(model, sampler: PromptSampler, n: int, pad_id: int) -> dict
             "accuracy": {"clean": float((final.argmax(-1) == answers).float().mean())}}
 
 
+def _step(optimiser, model, loss: torch.Tensor) -> None:
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimiser.step()
+
+
+def _log(history: list[dict], parts: dict, bar, step: int) -> None:
+    """Keep the step's losses (rounded) and show them on the progress bar every 25 steps."""
+    history.append({k: (round(v.item(), 4) if isinstance(v, torch.Tensor) else v) for k, v in parts.items()})
+    if step % 25 == 0:
+        bar.set_postfix_str(_summary(history[-1]))
+
+
 def _summary(record: dict) -> str:
     acc = record.get("accuracy", {})
     parts = [f"{k} {v:.3f}" for k, v in record.items() if k != "accuracy"]
@@ -558,6 +547,9 @@ def main(argv=None) -> int:
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
                         polish_steps=args.polish_steps, seed=args.seed)
     if args.polish_only:
+        if not (Path(args.polish_only) / "config.json").is_file():
+            parser.error(f"--polish-only wants a folder holding the phase-2 model (config.json and weights); "
+                         f"{args.polish_only!r} has none")
         record = polish_only(config, args.polish_only, args.out)
     else:
         record = train(config, args.out)
