@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .hooks import run_until
+from .hooks import hook_name, run_until
 
 
 def attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
@@ -20,8 +20,8 @@ def attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
         def hook(pattern, hook):  # noqa: ARG001
             store[layer] = pattern.detach().clone()
         return hook
-    run_until(model, tokens, [(f"blocks.{l}.attn.hook_pattern", keep(l)) for l in range(n_layers)],
-              stop_after=f"blocks.{n_layers - 1}.attn.hook_pattern")
+    run_until(model, tokens, [(hook_name(l, "pattern"), keep(l)) for l in range(n_layers)],
+              stop_after=hook_name(n_layers - 1, "pattern"))
     return torch.stack(store)
 
 

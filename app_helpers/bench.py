@@ -16,6 +16,7 @@ import torch
 from .circuits import references_for
 from .gpt2_offline import GPT2_SMALL_SHAPE, random_gpt2
 from .hooks import model_device
+from .identities import Method
 from .patching import NaivePathPatcher, PathPatcher
 from .pipeline import run_comparison
 from .report import comparison_rows
@@ -49,8 +50,8 @@ def engine_vs_naive(model, task, grid: bool = True, repeats: int = 3) -> list[tu
                  "FLOPs"))
     if grid:
         no_eval = lambda circuits: [0.0] * len(circuits)  # noqa: E731 - timing the search only
-        naive_grid, naive_gs = _timed(lambda: grid_search(NaivePathPatcher.from_task(model, task), no_eval))
-        fast_grid, fast_gs = _timed(lambda: grid_search(PathPatcher.from_task(model, task), no_eval))
+        naive_grid, naive_gs = _timed(lambda: grid_search(NaivePathPatcher.from_task(model, task), no_eval, Method.DENSE))
+        fast_grid, fast_gs = _timed(lambda: grid_search(PathPatcher.from_task(model, task), no_eval, Method.DENSE))
         same = all(a.heads == b.heads and a.edges == b.edges for a, b in zip(naive_grid.runs, fast_grid.runs))
         rows.append(("16-run grid: naive vs engine", f"{naive_gs:.1f} s", f"{fast_gs:.1f} s",
                      f"{naive_gs / fast_gs:.1f}x", f"same 16 circuits: {same}"))

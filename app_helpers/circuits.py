@@ -12,50 +12,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, NamedTuple, Union
+from typing import Iterable
 
 import torch
 
+from .identities import Edge, Head, HeadLike, Overlap, as_edge, as_head, head_name
 from .toy.ioi_algorithm import ROLE_EDGES as PLANTED_EDGES, ROLES as PLANTED_ROLES
-
-Head = tuple[int, int]
-HeadLike = Union[Head, str, Iterable[int]]
-COMPONENTS = ("q", "k", "v", "logits")
-
-
-def as_head(h: HeadLike) -> Head:
-    """(layer, head) from a tuple/list or a "layer.head" string such as "9.9"."""
-    if isinstance(h, str):
-        parts = h.split(".")
-        if len(parts) != 2:
-            raise ValueError(f"a head string looks like '9.6' (layer.head), got {h!r}")
-        h = parts
-    try:
-        layer, head = (int(x) for x in h)
-    except (TypeError, ValueError):
-        raise ValueError(f"a head is (layer, head) or 'layer.head', got {h!r}") from None
-    if layer < 0 or head < 0:
-        raise ValueError(f"head indices must be non-negative, got {h!r}")
-    return layer, head
-
-
-def head_name(h: Head) -> str:
-    return f"{h[0]}.{h[1]}"
-
-
-class Edge(NamedTuple):
-    sender: Head
-    receiver: Head | None  # None for the logits
-    component: str  # "q", "k", "v" or "logits"
-
-
-def _as_edge(e) -> Edge:
-    sender, receiver, component = e
-    if component not in COMPONENTS:
-        raise ValueError(f"edge component must be one of {COMPONENTS}, got {component!r}")
-    if (component == "logits") != (receiver is None or receiver == "logits"):
-        raise ValueError(f"an edge to the logits has receiver None and component 'logits', got {e!r}")
-    return Edge(as_head(sender), None if component == "logits" else as_head(receiver), component)
 
 
 @dataclass(frozen=True)
@@ -73,11 +35,11 @@ class Circuit:
         roles = {as_head(h): str(r) for h, r in dict(self.roles).items()}
         heads = set(map(as_head, self.heads))
         if not set(roles) <= heads:
-            raise ValueError(f"roles given for heads not in the circuit: {sorted(set(roles) - heads)}")
-        edges = set(map(_as_edge, self.edges))
+            raise ValueError(f"roles given for heads not in the circuit: {_names(set(roles) - heads)}")
+        edges = set(map(as_edge, self.edges))
         strangers = {h for e in edges for h in (e.sender, e.receiver) if h is not None} - heads
         if strangers:
-            raise ValueError(f"edges touch heads not in the circuit: {sorted(strangers)}")
+            raise ValueError(f"edges touch heads not in the circuit: {_names(strangers)}")
         object.__setattr__(self, "heads", tuple(sorted(heads)))
         object.__setattr__(self, "roles", dict(sorted(roles.items())))
         object.__setattr__(self, "edges", tuple(sorted(edges, key=_edge_key)))
@@ -150,6 +112,10 @@ class Circuit:
         return cls.from_json(Path(path).read_text())
 
 
+def _names(heads) -> str:
+    return ", ".join(map(head_name, sorted(heads)))
+
+
 def _edge_key(e: Edge):
     return (e.sender, e.receiver or (1 << 30, 0), e.component)
 
@@ -158,17 +124,9 @@ def as_circuit(c: "Circuit | Iterable[HeadLike]") -> Circuit:
     return c if isinstance(c, Circuit) else Circuit(heads=tuple(c))
 
 
-def overlap(circuit: "Circuit | Iterable[HeadLike]", reference: "Circuit | Iterable[HeadLike]") -> dict:
-    """Head-set agreement: TPR/recall |C∩R|/|R|, precision |C∩R|/|C|, IoU |C∩R|/|C∪R| (nan when 0/0)."""
-    c, r = set(as_circuit(circuit).heads), set(as_circuit(reference).heads)
-    tp = len(c & r)
-
-    def ratio(a: int, b: int) -> float:
-        return a / b if b else float("nan")
-
-    return {"tpr": ratio(tp, len(r)), "recall": ratio(tp, len(r)), "precision": ratio(tp, len(c)),
-            "iou": ratio(tp, len(c | r)), "true_positives": tp, "false_positives": len(c - r),
-            "false_negatives": len(r - c), "n_circuit": len(c), "n_reference": len(r)}
+def overlap(circuit: "Circuit | Iterable[HeadLike]", reference: "Circuit | Iterable[HeadLike]") -> Overlap:
+    """Head-set agreement of ``circuit`` with ``reference`` (see ``Overlap``)."""
+    return Overlap.of(as_circuit(circuit).heads, as_circuit(reference).heads)
 
 
 # --- Reference circuits: GPT-2 small's (method.md §6) and the planted model's ---------------------------------------------------

@@ -5,7 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import models, sizing
+from . import devices, models, report, sizing
+from .bench import run_bench
+from .circuits import references_for
+from .pipeline import run_comparison
 from .tasks import TASKS, get_task, make_task
 
 
@@ -18,17 +21,13 @@ def cmd_info(args) -> int:
           f"d_model {facts['d_model']}, d_head {facts['d_head']}, vocab {facts['vocab']}")
     print(f"params    {facts['params'] / 1e6:.2f} M")
     print(f"device    {facts['device']} ({facts['dtype']})")
-    print(f"GPU       {'yes' if models.has_gpu() else 'no'}; hub {'reachable' if models.hub_reachable() else 'unreachable'}")
+    print(f"GPU       {'yes' if devices.has_gpu() else 'no'}; hub {'reachable' if models.hub_reachable() else 'unreachable'}")
     return 0
 
 
 def cmd_run(args) -> int:
     """Dense path patching and APP side by side; table on stdout, JSON and PNG figures in ``--out``."""
     import torch
-
-    from . import report
-    from .circuits import references_for
-    from .pipeline import run_comparison
 
     task_options = _task_options(args.task_option)  # before loading anything: bad input fails fast
     size = sizing.with_overrides(args.size, n=args.n, eval_n=args.eval_n)
@@ -57,8 +56,6 @@ def cmd_run(args) -> int:
 
 def cmd_bench(args) -> int:
     """Print the benchmark table (engine vs naive, APP vs dense, FLOPs, pipeline time, GPT-2 scale)."""
-    from .bench import run_bench
-
     bridge = models.load_model(args.model, device=args.device, dtype=args.dtype, task=args.task)
     print(run_bench(bridge, models.choose_model(args.model, args.task).location, args.task, args.n, args.eval_n,
                     args.seed, grid=not args.no_grid, gpt2=not args.no_gpt2,

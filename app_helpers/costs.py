@@ -21,6 +21,12 @@ def layer_flops_per_token(cfg, seq_len: int) -> int:
     return 2 * (4 * d * inner + 2 * seq_len * inner + 2 * d * cfg.d_mlp)
 
 
+def qkv_flops_per_token(cfg, seq_len: int) -> int:
+    """The part of a block up to its heads' outputs z: q, k, v projections and attention (no W_O, no MLP)."""
+    inner = cfg.n_heads * cfg.d_head
+    return 2 * (3 * cfg.d_model * inner + 2 * seq_len * inner)
+
+
 def unembed_flops(cfg) -> int:
     """FLOPs to turn one residual vector into logits."""
     return 2 * cfg.d_model * cfg.d_vocab
@@ -41,6 +47,17 @@ class Cost:
 
     def __sub__(self, other: "Cost") -> "Cost":
         return Cost(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    def add_pass(self, cfg, rows: int, tokens: int, layers: int, unembed: bool = False,
+                 stop_at_last_z: bool = False) -> None:
+        """Count one executed forward pass of ``rows`` prompts over ``tokens`` positions through ``layers``
+        whole blocks (``stop_at_last_z``: the last of them only up to its heads' outputs), and the
+        unembedding of one position per row when ``unembed``."""
+        per_token = layers * layer_flops_per_token(cfg, tokens)
+        if stop_at_last_z and layers:
+            per_token += qkv_flops_per_token(cfg, tokens) - layer_flops_per_token(cfg, tokens)
+        self.forward_passes += 1
+        self.flops += rows * (tokens * per_token + unembed * unembed_flops(cfg))
 
     def copy(self) -> "Cost":
         return Cost(**asdict(self))

@@ -7,20 +7,22 @@ LD(circuit) runs the clean prompts with every head outside the circuit replaced,
 Circuit heads keep their clean values and MLPs are always recomputed, never ablated.
 
 Many circuits are evaluated together: each forward pass stacks (circuit, prompt) rows along the batch
-with a per-row head mask, and only the prediction position is unembedded. The corrupted activations are
-computed once per (model, task, ablation) and cached (``clear_evaluation_cache`` after changing weights).
+with a per-row head mask, and only the prediction position is unembedded. A ``CircuitEvaluator`` computes
+the corrupted activations once; whoever evaluates repeatedly holds one (no hidden cache: a changed model
+or a new task always gets fresh baselines).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from .circuits import Circuit, HeadLike, as_circuit
-from .hooks import final_residual, logits_at, model_device
+from .circuits import Circuit, as_circuit
+from .costs import Cost, timed
+from .hooks import final_residual, hook_name, logits_at, model_device
+from .identities import HeadLike
 from .metrics import metric_fn
 from .tasks.data import TaskData
 
@@ -59,6 +61,7 @@ class CircuitEvaluator:
         if max_batch < 1:
             raise ValueError(f"max_batch must be positive, got {max_batch}")
         self.model, self.ablation, self.max_batch = model, ablation, max_batch
+        self.cost = Cost()  # every pass this evaluator runs, its baselines included
         self.metric_name = metric or task.metric
         self._metric = metric_fn(self.metric_name)
         self.task = task.to(model_device(model))
@@ -67,10 +70,10 @@ class CircuitEvaluator:
             raise ValueError(f"task {task.name!r} holds token ids beyond the model's vocabulary "
                              f"({model.cfg.d_vocab}); build it with this model's tokenizer")
         t = self.task
-        with torch.inference_mode():
+        with torch.inference_mode(), timed(self.cost):
             z: list[Tensor | None] = [None] * self.n_layers
             corrupted = self._final_logits(t.corrupted_tokens, t.end_pos, [
-                (f"blocks.{layer}.attn.hook_z", self._store(z, layer)) for layer in range(self.n_layers)])
+                (hook_name(layer, "z"), self._store(z, layer)) for layer in range(self.n_layers)])
             clean = self._final_logits(t.clean_tokens, t.end_pos)
             self.ld_full = self._metric(clean, t.answers).mean().item()
             self.ld_corrupted = self._metric(corrupted, t.answers).mean().item()
@@ -81,6 +84,8 @@ class CircuitEvaluator:
 
     def _final_logits(self, tokens: Tensor, end_pos: Tensor, fwd_hooks=()) -> Tensor:
         """Logits [batch, vocab] at ``end_pos`` only (the unembedding is skipped everywhere else)."""
+        self.cost.add_pass(self.model.cfg, rows=tokens.shape[0], tokens=tokens.shape[1], layers=self.n_layers,
+                           unembed=True)
         return logits_at(self.model, final_residual(self.model, tokens, fwd_hooks), end_pos)
 
     @staticmethod
@@ -105,13 +110,13 @@ class CircuitEvaluator:
         """Per-prompt metric [C, n] of the clean run with heads outside each mask ablated."""
         t, n = self.task, len(self.task)
         masks = masks.to(t.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), timed(self.cost):
             out = torch.empty(len(masks) * n, device=t.device)
             for start in range(0, len(out), self.max_batch):
                 rows = torch.arange(start, min(start + self.max_batch, len(out)), device=t.device)
                 prompts, keep = rows % n, masks[rows // n]
                 seq = int(t.lengths[prompts].max())
-                hooks = [(f"blocks.{layer}.attn.hook_z", self._patch(keep[:, layer], layer, prompts, seq))
+                hooks = [(hook_name(layer, "z"), self._patch(keep[:, layer], layer, prompts, seq))
                          for layer in range(self.n_layers) if not keep[:, layer].all()]
                 final = self._final_logits(t.clean_tokens[prompts, :seq], t.end_pos[prompts], hooks)
                 out[rows] = self._metric(final, t.answers.index(prompts)).float()
@@ -146,30 +151,13 @@ def _perf(ld: float, ld_full: float) -> float:
     return 100.0 * ld / ld_full if ld_full != 0 else float("nan")
 
 
-_CACHE: "OrderedDict[tuple, CircuitEvaluator]" = OrderedDict()
-_CACHE_SIZE = 4
-
-
-def get_evaluator(model, task: TaskData, ablation: str = "mean", metric: str | None = None) -> CircuitEvaluator:
-    """A cached ``CircuitEvaluator`` (the cache holds the model and task, so their ids stay valid)."""
-    key = (id(model), id(task), ablation, metric or task.metric)
-    if key not in _CACHE:
-        _CACHE[key] = CircuitEvaluator(model, task, ablation, metric)
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    _CACHE.move_to_end(key)
-    return _CACHE[key]
-
-
-def clear_evaluation_cache() -> None:
-    """Forget cached baselines and ablation values (needed after a model's weights change)."""
-    _CACHE.clear()
-
-
 def evaluate_circuits(model, task: TaskData, circuits: Sequence[CircuitLike], ablation: str = "mean",
                       metric: str | None = None) -> list[CircuitResult]:
-    """Evaluate many circuits in batched forward passes (circuits: ``Circuit``, head lists or bool masks)."""
-    return get_evaluator(model, task, ablation, metric).evaluate(circuits)
+    """Evaluate many circuits in batched forward passes (circuits: ``Circuit``, head lists or bool masks).
+
+    Builds a fresh ``CircuitEvaluator`` (two baseline passes); code that evaluates repeatedly on one task
+    holds its own evaluator instead."""
+    return CircuitEvaluator(model, task, ablation, metric).evaluate(circuits)
 
 
 def evaluate_circuit(model, task: TaskData, circuit: CircuitLike, ablation: str = "mean",

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .devices import prepare_for_patching, resolve_device, resolve_dtype
+
 GPT2_SMALL_SHAPE = dict(n_layers=12, n_heads=12, d_model=768)
 
 
@@ -66,8 +68,6 @@ def random_gpt2(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, n_ctx: i
     count is the real one.
     """
     from transformers import GPT2Config, GPT2LMHeadModel
-
-    from .models import prepare_for_patching, resolve_device, resolve_dtype
 
     if d_model % n_heads:
         raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")

@@ -4,6 +4,25 @@ from __future__ import annotations
 import torch
 
 
+#: Hook points inside a block's attention (``blocks.{l}.attn.hook_{point}``); the rest sit on the block.
+ATTENTION_POINTS = ("z", "q", "k", "v", "pattern", "result")
+BLOCK_POINTS = ("resid_pre", "resid_mid", "resid_post", "q_input", "k_input", "v_input")
+
+
+def hook_name(layer: int, point: str) -> str:
+    """The bridge's name of hook ``point`` in block ``layer``: ``hook_name(3, "z")`` is
+    ``"blocks.3.attn.hook_z"`` (a head's output), ``hook_name(3, "resid_pre")`` ``"blocks.3.hook_resid_pre"``."""
+    if point in ATTENTION_POINTS:
+        return f"blocks.{layer}.attn.hook_{point}"
+    if point in BLOCK_POINTS:
+        return f"blocks.{layer}.hook_{point}"
+    raise ValueError(f"unknown hook point {point!r}; known: {ATTENTION_POINTS + BLOCK_POINTS}")
+
+
+#: The hook every read of the final residual stream uses (the input of the last layer norm).
+FINAL_RESIDUAL = "ln_final.hook_in"
+
+
 class StopForward(Exception):
     """Raise from a hook to end a forward pass once everything needed has been read."""
 
@@ -40,7 +59,7 @@ def final_residual(model, inputs, fwd_hooks=(), **forward_kwargs) -> torch.Tenso
         box["resid"] = resid
         raise StopForward
 
-    run_until(model, inputs, [*fwd_hooks, ("ln_final.hook_in", grab)], **forward_kwargs)
+    run_until(model, inputs, [*fwd_hooks, (FINAL_RESIDUAL, grab)], **forward_kwargs)
     return box["resid"]
 
 

@@ -9,12 +9,13 @@ leading batch dimensions ``[..., n, vocab]`` → ``[..., n]``.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
 
-from .tasks.data import Answers, TaskData
+if TYPE_CHECKING:  # metrics sit below tasks: a task names its metric, the metric only reads its answers
+    from .tasks.data import Answers, TaskData
 
 
 def final_logits(logits: Tensor, task: TaskData) -> Tensor:

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import torch
-
+from .devices import has_gpu, prepare_for_patching, resolve_device, resolve_dtype
+from .gpt2_offline import random_gpt2
+from .hooks import hook_name
+from .tasks import get_task
 
 
 def _data_dir() -> Path:
@@ -39,7 +41,7 @@ BUNDLED_DEFAULT = "app-toy"
 RANDOM_GPT2 = "random-gpt2"
 AUTO = "auto"
 #: Hook names every path-patching step relies on (per-head outputs and inputs).
-PER_HEAD_HOOKS = ("attn.hook_z", "attn.hook_q", "attn.hook_k", "attn.hook_v")
+PER_HEAD_HOOKS = ("z", "q", "k", "v")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -56,31 +58,6 @@ class ModelChoice:
     kind: str  # "hub", "local", "bundled" or "random"
     location: str
     reason: str
-
-
-def resolve_device(device=None) -> torch.device:
-    """The requested device, or the best available one: CUDA, then Apple's MPS, then CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def resolve_dtype(dtype=None) -> torch.dtype:
-    """float32 unless asked otherwise: patching compares small differences, so exactness beats speed."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        try:
-            dtype = getattr(torch, dtype)
-        except AttributeError:
-            raise ValueError(f"unknown dtype {dtype!r}; use 'float32', 'float16' or 'bfloat16'") from None
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
-    return dtype
 
 
 def hub_offline() -> bool:
@@ -106,11 +83,6 @@ def hub_cached(name: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
     return isinstance(try_to_load_from_cache(name, "config.json"), str)
-
-
-def has_gpu() -> bool:
-    """A GPU that makes GPT-2-scale path patching take minutes instead of hours."""
-    return resolve_device().type in {"cuda", "mps"}
 
 
 def choose_model(spec: str = AUTO, task: str | None = None) -> ModelChoice:
@@ -159,8 +131,6 @@ def choose_model(spec: str = AUTO, task: str | None = None) -> ModelChoice:
 
 def bundled_for(task: str | None = None) -> str:
     """The bundled model's name for ``task`` (task names as ``make_task`` takes them; None: the default)."""
-    from .tasks import get_task
-
     return BUNDLED_FOR_TASK.get(get_task(task).name if task else "", BUNDLED_DEFAULT)
 
 
@@ -187,8 +157,6 @@ def load_model(spec: str = AUTO, device=None, dtype=None, attn_result: bool = Fa
     if verbose:
         print(f"[app_helpers] model: {choice.spec} — {choice.reason}; device {device}, {str(dtype)[6:]}")
     if choice.kind == "random":
-        from .gpt2_offline import random_gpt2
-
         bridge = random_gpt2(device=device, dtype=dtype)
     else:
         if choice.kind == "hub" and not hub_cached(choice.location) and not hub_reachable():
@@ -211,19 +179,12 @@ def load_model(spec: str = AUTO, device=None, dtype=None, attn_result: bool = Fa
     return bridge
 
 
-def prepare_for_patching(bridge):
-    """Eval mode and no gradients: patching only reads and overwrites activations."""
-    bridge.eval()
-    bridge.requires_grad_(False)
-    return bridge
-
-
 def check_patchable(bridge, name: str = "model") -> None:
     """Fail clearly if the architecture lacks the per-head hooks that scores and path patching use."""
     hooks = set(getattr(bridge, "hook_dict", {}))
     n_layers = getattr(getattr(bridge, "cfg", None), "n_layers", 0) or 0
-    missing = [f"blocks.{layer}.{h}" for layer in range(n_layers) for h in PER_HEAD_HOOKS
-               if f"blocks.{layer}.{h}" not in hooks]
+    missing = [hook_name(layer, point) for layer in range(n_layers) for point in PER_HEAD_HOOKS
+               if hook_name(layer, point) not in hooks]
     if n_layers == 0 or missing:
         shown = ", ".join(missing[:4]) if missing else "any transformer blocks"
         raise ModelLoadError(f"{name} has no per-head attention hooks ({shown} missing): path patching "

@@ -28,13 +28,12 @@ from typing import Callable, Iterable
 import torch
 
 from .costs import Cost, layer_flops_per_token, timed, unembed_flops
-from .hooks import StopForward, final_residual, logits_at, model_device, run_blocks, run_until
+from .hooks import StopForward, final_residual, hook_name, logits_at, model_device, run_blocks, run_until
+from .identities import HEAD_INPUTS, LOGITS, Head, Receiver, head_input
+from .metrics import task_metric
 
-COMPONENTS = ("q", "k", "v")
-LOGITS = "logits"
 #: end-position logits [..., n_prompts, vocab] → per-prompt metric [..., n_prompts] (e.g. logit difference)
 Metric = Callable[[torch.Tensor], torch.Tensor]
-Head = tuple[int, int]
 
 
 class _PatchingBase:
@@ -86,8 +85,6 @@ class _PatchingBase:
     @classmethod
     def from_task(cls, model, task, **kwargs):
         """An engine for a ``TaskData``: its tokens, prediction positions and metric (per-prompt answers)."""
-        from .metrics import task_metric
-
         task = task.to(model_device(model))
         return cls(model, task.clean_tokens, task.corrupted_tokens, task.end_pos, task_metric(task), **kwargs)
 
@@ -106,18 +103,17 @@ class _PatchingBase:
 
     def _senders(self, senders: Iterable[Head] | None, below_layer: int) -> list[Head]:
         """Requested senders that can influence a receiver in ``below_layer``, sorted by (layer, head)."""
-        valid = {(l, h) for l in range(below_layer) for h in range(self.cfg.n_heads)}
+        valid = {Head(l, h) for l in range(below_layer) for h in range(self.cfg.n_heads)}
         if senders is None:
             return sorted(valid)
-        senders = {(int(l), int(h)) for l, h in senders}
+        senders = {Head(int(l), int(h)) for l, h in senders}
         bad = {s for s in senders if not (0 <= s[0] < self.cfg.n_layers and 0 <= s[1] < self.cfg.n_heads)}
         if bad:
-            raise ValueError(f"heads {sorted(bad)} do not exist in a {self.cfg.n_layers}x{self.cfg.n_heads} model")
+            raise ValueError(f"heads {', '.join(map(str, sorted(bad)))} do not exist in a {self.cfg.n_layers}x{self.cfg.n_heads} model")
         return sorted(senders & valid)
 
     def _check_receiver(self, receiver: Head, component: str) -> None:
-        if component not in COMPONENTS:
-            raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}")
+        head_input(receiver, component)  # refuses a component other than q, k, v
         layer, head = receiver
         if not (0 <= layer < self.cfg.n_layers and 0 <= head < self.cfg.n_heads):
             raise ValueError(f"receiver {receiver} does not exist in a {self.cfg.n_layers}x{self.cfg.n_heads} model")
@@ -150,7 +146,7 @@ class NaivePathPatcher(_PatchingBase):
     def _full_forward(self, tokens, hooks=(), cache=False):
         """A whole forward pass, logits at every position, as the authors' code runs it."""
         zs = {}
-        grab = [(f"blocks.{l}.attn.hook_z", self._grabber(zs, l)) for l in range(self.cfg.n_layers)] if cache else []
+        grab = [(hook_name(l, "z"), self._grabber(zs, l)) for l in range(self.cfg.n_layers)] if cache else []
         logits = run_until(self.model, tokens, [*hooks, *grab])
         self.cost.forward_passes += 1
         self.cost.flops += self.n_prompts * self.seq_len * (self.cfg.n_layers * self._layer_flops
@@ -177,7 +173,7 @@ class NaivePathPatcher(_PatchingBase):
                     z[:, :, sender[1]] = self._corrupted_z[layer][:, :, sender[1]]
                 return z
             return hook
-        return [(f"blocks.{l}.attn.hook_z", make(l)) for l in range(self.cfg.n_layers)]
+        return [(hook_name(l, "z"), make(l)) for l in range(self.cfg.n_layers)]
 
     def to_logits(self, senders: Iterable[Head] | None = None) -> torch.Tensor:
         """[n_layers, n_heads] normalised effect of each sender on the logits (NaN: not a sender)."""
@@ -193,7 +189,7 @@ class NaivePathPatcher(_PatchingBase):
         """[receiver layer, n_heads] normalised effect of each sender through ``receiver``'s q, k or v."""
         self._check_receiver(receiver, component)
         layer, head = receiver
-        name = f"blocks.{layer}.attn.hook_{component}"
+        name = hook_name(layer, component)
         scores = {}
         with timed(self.cost):
             for sender in self._senders(senders, layer):
@@ -276,7 +272,7 @@ class PathPatcher(_PatchingBase):
         if memory_mb is None:
             memory_mb = 64 if self.device.type == "cpu" else 512
         self.chunk_size = chunk_size or self._auto_chunk(memory_mb)
-        self._memo: dict[object, torch.Tensor] = {}
+        self._memo: dict[Receiver, torch.Tensor] = {}  # receiver → [layers below it, n_heads], NaN: not yet
         with timed(self.cost):
             clean_resid, clean_z, clean_final = self._cache_run(self.clean_tokens)
             _, corrupted_z, corrupted_final = self._cache_run(self.corrupted_tokens)
@@ -313,8 +309,8 @@ class PathPatcher(_PatchingBase):
             def hook(act, hook):  # noqa: ARG001
                 target[layer] = act.clone()
             return hook
-        hooks = [(f"blocks.{l}.hook_resid_pre", store(resid, l)) for l in range(self.cfg.n_layers)]
-        hooks += [(f"blocks.{l}.attn.hook_z", store(zs, l)) for l in range(self.cfg.n_layers)]
+        hooks = [(hook_name(l, "resid_pre"), store(resid, l)) for l in range(self.cfg.n_layers)]
+        hooks += [(hook_name(l, "z"), store(zs, l)) for l in range(self.cfg.n_layers)]
         final = final_residual(self.model, tokens, hooks)
         self._charge(self.n_prompts, full_layers=self.cfg.n_layers, unembed=True)
         return resid, zs, final
@@ -351,7 +347,7 @@ class PathPatcher(_PatchingBase):
                         z[b * n:(b + 1) * n, :, head] = view.corrupted_z[layer][:, :, head]
                 return z
             return hook
-        return [(f"blocks.{l}.attn.hook_z", make(l)) for l in range(start, stop_layer)]
+        return [(hook_name(l, "z"), make(l)) for l in range(start, stop_layer)]
 
     def _known(self, key, n_layers: int, wanted: list[Head]) -> torch.Tensor:
         """The memoised scores restricted to ``wanted`` (NaN elsewhere)."""
@@ -391,7 +387,7 @@ class PathPatcher(_PatchingBase):
         self._check_receiver(receiver, component)
         self.prefetch([receiver], senders)
         layer, head = receiver
-        return self._known((layer, head, component), layer, self._senders(senders, layer))
+        return self._known(head_input(receiver, component), layer, self._senders(senders, layer))
 
     def prefetch(self, receivers: Iterable[Head], senders: Iterable[Head] | None = None) -> None:
         """Score q, k and v of every receiver, one sender pass per layer shared by all of them."""
@@ -403,8 +399,8 @@ class PathPatcher(_PatchingBase):
         with timed(self.cost):
             for layer, heads in sorted(by_layer.items()):
                 wanted = self._senders(senders, layer)
-                jobs = {(layer, h, c): set(self._missing((layer, h, c), layer, wanted))
-                        for h in sorted(set(heads)) for c in COMPONENTS}
+                jobs = {head_input((layer, h), c): set(self._missing(head_input((layer, h), c), layer, wanted))
+                        for h in sorted(set(heads)) for c in HEAD_INPUTS}
                 for chunk in self._chunks(sorted(set().union(*jobs.values()))):
                     self._score_chunk(chunk, layer, jobs)
 
@@ -412,7 +408,8 @@ class PathPatcher(_PatchingBase):
         """Every missing (receiver head, component) score of ``chunk``'s senders: per length group, one
         sender pass records q/k/v, then receiver passes of about ``chunk_size`` × n_prompts rows each."""
         # One block of prompts per (receiver head, component, sender index in chunk) still missing.
-        blocks = [(h, c, i) for (_, h, c), missing in jobs.items() for i, s in enumerate(chunk) if s in missing]
+        blocks = [(r.head.head, r.component, i) for r, missing in jobs.items() for i, s in enumerate(chunk)
+                  if s in missing]
         final = self._end_view.resid[0].new_empty(len(blocks), self.n_prompts, self.cfg.d_model)  # model dtype
         for view in self._length_views:
             records = self._record_qkv(chunk, layer, view)
@@ -424,7 +421,7 @@ class PathPatcher(_PatchingBase):
         for start in range(0, len(blocks), self.chunk_size):  # logits of chunk_size blocks at a time
             for (h, c, i), score in zip(blocks[start:start + self.chunk_size],
                                         self._scores(final[start:start + self.chunk_size])):
-                self._memo[(layer, h, c)][chunk[i]] = score
+                self._memo[head_input((layer, h), c)][chunk[i]] = score
                 self._count_evaluation(chunk[i], layer)
 
     def _record_qkv(self, chunk: list[Head], layer: int, view: _View) -> dict[str, torch.Tensor]:
@@ -434,13 +431,13 @@ class PathPatcher(_PatchingBase):
         def grab(component):
             def hook(act, hook):  # noqa: ARG001
                 records[component] = act.clone()
-                if len(records) == len(COMPONENTS):
+                if len(records) == len(HEAD_INPUTS):
                     raise StopForward
             return hook
         start = chunk[0][0]
         x = view.resid[start].repeat(len(chunk), 1, 1)
         hooks = self._freeze_hooks(chunk, layer, view)
-        hooks += [(f"blocks.{layer}.attn.hook_{c}", grab(c)) for c in COMPONENTS]
+        hooks += [(hook_name(layer, c), grab(c)) for c in HEAD_INPUTS]
         run_blocks(self.model, x, start, hooks, stop=layer + 1)
         self._charge(len(chunk) * view.n, full_layers=layer - start, qkv=True, tokens=view.positions)
         return records
@@ -463,7 +460,7 @@ class PathPatcher(_PatchingBase):
                 act[dst, :, :, head] = rec[src, :, :, head]
                 return act.view(len(group) * n, T, *act.shape[3:])
             return hook
-        hooks = [(f"blocks.{layer}.attn.hook_{c}", make(c)) for c in COMPONENTS if any(c == g[1] for g in group)]
+        hooks = [(hook_name(layer, c), make(c)) for c in HEAD_INPUTS if any(c == g[1] for g in group)]
         x = view.resid[layer].repeat(len(group), 1, 1)
         resid = run_blocks(self.model, x, layer, hooks).view(len(group), n, T, -1)
         self._charge(len(group) * n, full_layers=self.cfg.n_layers - layer, unembed=True, tokens=T)

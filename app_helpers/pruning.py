@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .hooks import model_device, run_until
+from .costs import Cost, timed
+from .evaluation import CircuitEvaluator
+from .hooks import hook_name, model_device, run_until
 
 METHODS = ("flap", "contrastive")
 
@@ -57,10 +59,11 @@ class HeadScores:
 
 
 def collect_channel_stats(model, tokens: torch.Tensor, mask: torch.Tensor | None = None,
-                          batch_size: int = 64) -> ChannelStats:
+                          batch_size: int = 64, cost: Cost | None = None) -> ChannelStats:
     """Stream ``hook_z`` sums over ``tokens`` [n, seq]; ``mask`` [n, seq] marks real tokens (default all).
 
-    The forward stops after the last block (no unembedding): the statistics need nothing later.
+    The forward stops at the last block's z (no MLP, no unembedding): the statistics need nothing later.
+    Each pass is counted in ``cost`` when given.
     """
     if tokens.ndim != 2 or tokens.shape[0] == 0:
         raise ValueError(f"tokens must be a non-empty [n_prompts, seq] tensor, got shape {tuple(tokens.shape)}")
@@ -82,11 +85,13 @@ def collect_channel_stats(model, tokens: torch.Tensor, mask: torch.Tensor | None
             total_sq[layer] += (x * x).sum(0)
         return hook
 
-    hooks = [(f"blocks.{layer}.attn.hook_z", make_hook(layer)) for layer in range(cfg.n_layers)]
+    hooks = [(hook_name(layer, "z"), make_hook(layer)) for layer in range(cfg.n_layers)]
     for start in range(0, tokens.shape[0], batch_size):
         batch_mask = mask[start:start + batch_size].to(device)
-        run_until(model, tokens[start:start + batch_size].to(device), hooks,
-                  stop_after=f"blocks.{cfg.n_layers - 1}.attn.hook_z")
+        batch = tokens[start:start + batch_size].to(device)
+        run_until(model, batch, hooks, stop_after=hook_name(cfg.n_layers - 1, "z"))
+        if cost is not None:
+            cost.add_pass(cfg, rows=batch.shape[0], tokens=batch.shape[1], layers=cfg.n_layers, stop_at_last_z=True)
     return ChannelStats(int(mask.sum()), int(tokens.shape[0]), total, total_sq)
 
 
@@ -130,9 +135,10 @@ def heads_from_channels(channel_scores: torch.Tensor, n_heads: int) -> torch.Ten
 
 
 def score_heads_from_tokens(model, clean_tokens, corrupted_tokens=None, clean_mask=None,
-                            corrupted_mask=None, methods=METHODS, batch_size: int = 64
-                            ) -> dict[str, HeadScores]:
-    """Both scores from one streamed pass over the clean and (for Contrastive-FLAP) one over the corrupted."""
+                            corrupted_mask=None, methods=METHODS, batch_size: int = 64,
+                            cost: Cost | None = None) -> dict[str, HeadScores]:
+    """Both scores from one streamed pass over the clean and (for Contrastive-FLAP) one over the corrupted
+    (counted in ``cost`` when given)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown scoring method(s) {unknown}; choose from {list(METHODS)}")
@@ -140,7 +146,7 @@ def score_heads_from_tokens(model, clean_tokens, corrupted_tokens=None, clean_ma
         raise ValueError(f"clean tokens {tuple(clean_tokens.shape)} and corrupted tokens "
                          f"{tuple(corrupted_tokens.shape)} must have the same shape")
     w2, mean_abs = output_weight_stats(model)
-    clean = collect_channel_stats(model, clean_tokens, clean_mask, batch_size)
+    clean = collect_channel_stats(model, clean_tokens, clean_mask, batch_size, cost)
     out = {}
     if "flap" in methods:
         channel = flap_channel_scores(clean, w2)
@@ -148,7 +154,7 @@ def score_heads_from_tokens(model, clean_tokens, corrupted_tokens=None, clean_ma
     if "contrastive" in methods:
         if corrupted_tokens is None:
             raise ValueError("Contrastive-FLAP needs corrupted prompts; the task has none")
-        corrupted = collect_channel_stats(model, corrupted_tokens, corrupted_mask, batch_size)
+        corrupted = collect_channel_stats(model, corrupted_tokens, corrupted_mask, batch_size, cost)
         channel = contrastive_channel_scores(clean, corrupted, mean_abs)
         out["contrastive"] = HeadScores("contrastive", heads_from_channels(channel, model.cfg.n_heads),
                                         channel)
@@ -229,7 +235,8 @@ def merge(*head_sets) -> frozenset[tuple[int, int]]:
     return frozenset().union(*head_sets)
 
 
-def score_heads(model, task, methods=METHODS, batch_size: int = 64) -> dict[str, HeadScores]:
+def score_heads(model, task, methods=METHODS, batch_size: int = 64, cost: Cost | None = None
+                ) -> dict[str, HeadScores]:
     """Vanilla FLAP and/or Contrastive-FLAP scores of every head on ``task`` (a ``TaskData``).
 
     Statistics run over the real tokens (``task.attention_mask``) of the clean prompts and, for
@@ -238,7 +245,7 @@ def score_heads(model, task, methods=METHODS, batch_size: int = 64) -> dict[str,
     if task is None or len(task) == 0:
         raise ValueError("scoring needs a task with at least one prompt; build one with make_task(...)")
     return score_heads_from_tokens(model, task.clean_tokens, task.corrupted_tokens, task.attention_mask,
-                                   task.attention_mask, methods, batch_size)
+                                   task.attention_mask, methods, batch_size, cost)
 
 
 @dataclass
@@ -257,25 +264,24 @@ class SweepResult:
         return self.kept[i], self.perfs[i]
 
 
-def sparsity_sweep(model, task, scores: HeadScores, sparsities=DEFAULT_SPARSITIES, rule: str = "first",
-                   ablation: str = "mean") -> SweepResult:
-    """Prune at each sparsity, evaluate the pruned model (pruned heads ablated), find the cliff.
+def sparsity_sweep(evaluator: CircuitEvaluator, scores: HeadScores, sparsities=DEFAULT_SPARSITIES,
+                   rule: str = "first") -> SweepResult:
+    """Prune at each sparsity, evaluate the pruned model (pruned heads ablated as ``evaluator`` does,
+    on its task), find the cliff.
 
     All pruned models are evaluated in one batched call; heads that survive keep their clean values.
     """
     sparsities = _checked(sparsities)
-    return _evaluate_sweep(model, task, scores.method, sparsities, [prune(scores, p) for p in sparsities],
-                           rule, ablation)
+    return _evaluate_sweep(evaluator, scores.method, sparsities, [prune(scores, p) for p in sparsities], rule)
 
 
-def merged_sweep(model, task, sweeps: list[SweepResult], rule: str = "first",
-                 ablation: str = "mean") -> SweepResult:
+def merged_sweep(evaluator: CircuitEvaluator, sweeps: list[SweepResult], rule: str = "first") -> SweepResult:
     """The union of several methods' kept sets at each common sparsity, evaluated the same way."""
     sparsities = sweeps[0].sparsities
     if any(s.sparsities != sparsities for s in sweeps):
         raise ValueError("sweeps to merge must share their sparsity grid")
     kept = [merge(*(s.kept[i] for s in sweeps)) for i in range(len(sparsities))]
-    return _evaluate_sweep(model, task, "merged", sparsities, kept, rule, ablation)
+    return _evaluate_sweep(evaluator, "merged", sparsities, kept, rule)
 
 
 def _checked(sparsities) -> list[float]:
@@ -285,13 +291,10 @@ def _checked(sparsities) -> list[float]:
     return sparsities
 
 
-def _evaluate_sweep(model, task, method, sparsities, kept, rule, ablation) -> SweepResult:
+def _evaluate_sweep(evaluator: CircuitEvaluator, method, sparsities, kept, rule) -> SweepResult:
     """Evaluate each distinct kept set once (with few heads, neighbouring sparsities keep the same set)."""
-    from .evaluation import evaluate_circuits
-
     distinct = list(dict.fromkeys(kept))
-    perf_of = dict(zip(distinct, (r.perf for r in evaluate_circuits(model, task, [sorted(k) for k in distinct],
-                                                                    ablation))))
+    perf_of = dict(zip(distinct, (r.perf for r in evaluator.evaluate([sorted(k) for k in distinct]))))
     perfs = [perf_of[k] for k in kept]
     return SweepResult(method, sparsities, kept, perfs, find_cliff(sparsities, perfs, rule))
 
@@ -307,6 +310,7 @@ class PruningResult:
     kept: dict[str, frozenset]
     merged: frozenset
     n_heads_total: int
+    cost: Cost  # measured: the scoring passes and every evaluation pass of the sweeps, and the wall time
 
 
 def prune_for_app(model, task, sparsities=DEFAULT_SPARSITIES, rule: str = "first",
@@ -314,10 +318,13 @@ def prune_for_app(model, task, sparsities=DEFAULT_SPARSITIES, rule: str = "first
                   batch_size: int = 64) -> PruningResult:
     """Score heads both ways, sweep, take each method's cliff (or ``sparsity[method]`` to override it),
     and merge the two kept sets."""
-    scores = score_heads(model, task, METHODS, batch_size)
-    sweeps = {m: sparsity_sweep(model, task, scores[m], sparsities, rule, ablation) for m in METHODS}
-    sweeps["merged"] = merged_sweep(model, task, [sweeps[m] for m in METHODS], rule, ablation)
+    scoring = Cost()
+    with timed(scoring):
+        scores = score_heads(model, task, METHODS, batch_size, scoring)
+    evaluator = CircuitEvaluator(model, task, ablation)
+    sweeps = {m: sparsity_sweep(evaluator, scores[m], sparsities, rule) for m in METHODS}
+    sweeps["merged"] = merged_sweep(evaluator, [sweeps[m] for m in METHODS], rule)
     chosen = {m: float((sparsity or {}).get(m, sweeps[m].cliff.sparsity)) for m in METHODS}
     kept = {m: prune(scores[m], chosen[m]) for m in METHODS}
     total = model.cfg.n_layers * model.cfg.n_heads
-    return PruningResult(scores, sweeps, chosen, kept, merge(*kept.values()), total)
+    return PruningResult(scores, sweeps, chosen, kept, merge(*kept.values()), total, scoring + evaluator.cost)

@@ -10,8 +10,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from . import viz
-from .circuits import PAPER_GFLOP_SPEEDUP, PAPER_TABLE2, head_name, overlap
-from .evaluation import evaluate_circuits
+from .circuits import PAPER_GFLOP_SPEEDUP, PAPER_TABLE2, overlap
+from .identities import LOGITS, head_name
 from .pipeline import Comparison
 
 
@@ -32,12 +32,12 @@ def comparison_rows(c: Comparison) -> list[tuple[str, object, object]]:
         ("heads in circuit", len(c.dense.circuit), len(c.app.circuit)),
         ("search space (heads)", c.pruning.n_heads_total, len(c.pruning.merged)),
         (f"Perf % (held-out, N={c.eval_n})", c.dense.perf, c.app.perf),
-        ("TPR vs dense PP", ov["dense PP"]["dense PP"]["tpr"], ov["APP"]["dense PP"]["tpr"]),
-        ("precision vs dense PP", ov["dense PP"]["dense PP"]["precision"], ov["APP"]["dense PP"]["precision"]),
-        ("IoU vs dense PP", ov["dense PP"]["dense PP"]["iou"], ov["APP"]["dense PP"]["iou"]),
+        ("TPR vs dense PP", ov["dense PP"]["dense PP"].tpr, ov["APP"]["dense PP"].tpr),
+        ("precision vs dense PP", ov["dense PP"]["dense PP"].precision, ov["APP"]["dense PP"].precision),
+        ("IoU vs dense PP", ov["dense PP"]["dense PP"].iou, ov["APP"]["dense PP"].iou),
     ]
     for ref in c.references:
-        rows += [(f"{what} vs {ref}", ov["dense PP"][ref][key], ov["APP"][ref][key])
+        rows += [(f"{what} vs {ref}", getattr(ov["dense PP"][ref], key), getattr(ov["APP"][ref], key))
                  for what, key in (("TPR", "tpr"), ("precision", "precision"), ("IoU", "iou"))]
     rows += [
         ("sender evaluations (grid)", d.sender_evaluations, a.sender_evaluations),
@@ -70,23 +70,23 @@ def comparison_table(c: Comparison) -> str:
     return "\n".join(lines)
 
 
-def table2_rows(c: Comparison, model) -> dict[str, tuple[float, int, float | None]]:
+def table2_rows(c: Comparison) -> dict[str, tuple[float, int, float | None]]:
     """This run's numbers in the shape of the paper's Table 2: the dense circuit (Perf, heads) and each
     pruned set at its cliff (Perf on the comparison's held-out prompts, size, TPR % against the dense
     circuit) — how much of the circuit survives pruning, and whether the survivors still do the task."""
-    if c.eval_task is None:
-        raise ValueError("this Comparison carries no held-out prompts (eval_task); build it with run_comparison")
+    if not c.pruned_perf:
+        raise ValueError("this Comparison carries no held-out Perf of the pruned sets; build it with run_comparison")
     sets = {"FLAP": c.pruning.kept["flap"], "Contrastive": c.pruning.kept["contrastive"], "Merged": c.pruning.merged}
     rows = {"PP": (c.dense.perf, len(c.dense.circuit), None)}
-    for (label, heads), r in zip(sets.items(), evaluate_circuits(model, c.eval_task, list(sets.values()))):
-        rows[label] = (r.perf, len(heads), 100 * overlap(heads, c.dense.circuit)["tpr"])
+    for label, heads in sets.items():
+        rows[label] = (c.pruned_perf[label], len(heads), 100 * overlap(heads, c.dense.circuit).tpr)
     return rows
 
 
-def paper_table(c: Comparison, model) -> str:
+def paper_table(c: Comparison) -> str:
     """``table2_rows`` beside the paper's GPT-2 small numbers for the same task (rows the paper lists;
     all rows when it lists none), and the grid's GFLOPs speed-up where the paper gives it."""
-    ours, paper = table2_rows(c, model), PAPER_TABLE2.get(c.task, {})
+    ours, paper = table2_rows(c), PAPER_TABLE2.get(c.task, {})
 
     def cell(values) -> str:
         if values is None:
@@ -126,7 +126,7 @@ def comparison_record(c: Comparison) -> dict:
                            "cliff_rule": s.cliff.rule} for m, s in p.sweeps.items()},
             "cost": c.pruning_cost.as_dict()},
         "dense": run(c.dense), "app": run(c.app),
-        "overlaps": c.overlaps(),
+        "overlaps": {m: {ref: o.as_dict() for ref, o in refs.items()} for m, refs in c.overlaps().items()},
         "table": [[label, dv, av] for label, dv, av in comparison_rows(c)],
     }
 
@@ -182,7 +182,7 @@ def save_figures(c: Comparison, out_dir: Path, n_layers: int, n_heads: int) -> l
                                          title=f"APP circuit ({len(c.app.circuit)} heads)"),
         "costs": viz.cost_bars({"dense PP": c.dense.cost, "APP": c.app.cost,
                                 "APP + pruning": c.app.cost + c.pruning_cost}),
-        "logits_patching_app": viz.head_heatmap(c.app.grid.best.scores["logits"],
+        "logits_patching_app": viz.head_heatmap(c.app.grid.best.scores[LOGITS],
                                                 "APP: path patching to the logits"),
     }
     paths = []

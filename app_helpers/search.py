@@ -13,9 +13,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .costs import Cost
-from .patching import COMPONENTS, LOGITS
+from .identities import HEAD_INPUTS, LOGITS, Edge, Head, Method, Receiver, head_input
 
-Head = tuple[int, int]
 GRID_SCALES = (1.0, 1.5, 2.0, 2.5)
 GRID_THRESHOLDS = (0.01, 0.001, 0.02, 0.002)
 LOGITS_SCALE = 2.0  # the paper's resid_scale for the first (logits) step
@@ -53,8 +52,8 @@ class SearchResult:
     """One automatic search: the circuit, how each head was found, every score matrix, and the cost."""
 
     heads: list[Head]  # circuit heads in the order they were added
-    edges: list[tuple[Head, object, str]]  # (sender, receiver head or "logits", component)
-    scores: dict[object, torch.Tensor] = field(repr=False)  # "logits" or (receiver, component) → matrix
+    edges: list[Edge]  # (sender, receiver head or None for the logits, component)
+    scores: dict[Receiver, torch.Tensor] = field(repr=False)  # receiver → [layers below it, n_heads]
     scale: float
     min_value_threshold: float
     capped: bool  # stopped by the 75 % cap
@@ -63,21 +62,22 @@ class SearchResult:
 
 def search_circuit(engine, candidates: Iterable[Head] | None = None, scale: float = 1.0,
                    min_value_threshold: float = 0.01, logits_scale: float = LOGITS_SCALE, k: float = K,
-                   cap_fraction: float = CAP_FRACTION, progress: Callable[[str], None] | None = None
+                   cap_fraction: float = CAP_FRACTION, progress: Callable[[Head], None] | None = None
                    ) -> SearchResult:
     """Breadth-first path-patching search over ``engine`` (a ``PathPatcher`` or ``NaivePathPatcher``).
 
     Layer-0 heads join the circuit but are not expanded (nothing lies below them). The search stops when
     the queue empties, or when queued + expanded heads exceed ``cap_fraction`` of all heads — then the
     queue joins the circuit as it is (a circuit that large is no circuit, but the user sees why).
+    ``progress(head)`` is called before each receiver head is expanded.
     """
     cfg = engine.cfg
     total = cfg.n_layers * cfg.n_heads
     candidates = None if candidates is None else sorted(set(map(tuple, candidates)))
     before = engine.cost.copy()
-    scores: dict[object, torch.Tensor] = {LOGITS: engine.to_logits(candidates)}
+    scores: dict[Receiver, torch.Tensor] = {LOGITS: engine.to_logits(candidates)}
     queue = select_heads(scores[LOGITS], logits_scale, min_value_threshold, candidates, k)
-    edges = [(s, LOGITS, LOGITS) for s in queue]
+    edges = [Edge(s, None, LOGITS.component) for s in queue]
     heads: list[Head] = []
     expanded: list[Head] = []
     capped = False
@@ -93,15 +93,15 @@ def search_circuit(engine, candidates: Iterable[Head] | None = None, scale: floa
             continue
         expanded.append(receiver)
         if progress:
-            progress(f"receiver {receiver[0]}.{receiver[1]}")
+            progress(receiver)
         # One sender pass for every queued receiver of this layer (the naive reference ignores the hint).
         engine.prefetch([receiver] + [q for q in queue if q[0] == receiver[0] and q not in expanded],
                         candidates)
-        for component in COMPONENTS:
+        for component in HEAD_INPUTS:
             matrix = engine.to_head(receiver, component, candidates)
-            scores[(receiver, component)] = matrix
+            scores[head_input(receiver, component)] = matrix
             selected = select_heads(matrix, scale, min_value_threshold, candidates, k)
-            edges += [(s, receiver, component) for s in selected]
+            edges += [Edge(s, receiver, component) for s in selected]
             queue += [s for s in selected if s not in expanded and s not in queue]
     return SearchResult(heads, edges, scores, scale, min_value_threshold, capped, engine.cost - before)
 
@@ -120,24 +120,25 @@ class GridResult:
         return self.runs[self.chosen]
 
 
-def grid_search(engine, evaluate: Callable[[list[list[Head]]], Sequence[float]],
+def grid_search(engine, evaluate: Callable[[list[list[Head]]], Sequence[float]], method: Method,
                 candidates: Iterable[Head] | None = None, scales=GRID_SCALES,
-                thresholds=GRID_THRESHOLDS, min_perf: float = 75.0, max_fraction: float = 0.5,
-                progress: Callable[[str], None] | None = None) -> GridResult:
+                thresholds=GRID_THRESHOLDS, progress: Callable[[SearchResult], None] | None = None
+                ) -> GridResult:
     """The paper's scale × min_value_threshold grid on one engine (memoisation makes reruns cheap).
 
-    ``evaluate`` maps a list of circuits (head lists) to their Perf %. APP uses ``min_perf=75,
-    max_fraction=0.5``; dense path patching ``73`` and ``0.25`` (see ``pareto_choice``).
+    ``evaluate`` maps a list of circuits (head lists) to their Perf %; ``method`` brings its Pareto
+    settings (``Method.APP``: Perf ≥ 75 within half the heads, ``Method.DENSE``: 73 and a quarter; see
+    ``pareto_choice``). ``progress(result)`` is called after each of the grid's searches.
     """
     runs = []
     for scale in scales:
         for threshold in thresholds:
-            if progress:
-                progress(f"scale {scale}, threshold {threshold}")
             runs.append(search_circuit(engine, candidates, scale, threshold))
+            if progress:
+                progress(runs[-1])
     perfs = [float(p) for p in evaluate([r.heads for r in runs])]
     total = engine.cfg.n_layers * engine.cfg.n_heads
-    chosen, rule = pareto_choice([len(r.heads) for r in runs], perfs, total, min_perf, max_fraction)
+    chosen, rule = pareto_choice([len(r.heads) for r in runs], perfs, total, method.min_perf, method.max_fraction)
     return GridResult(runs, perfs, chosen, rule)
 
 

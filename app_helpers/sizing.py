@@ -20,6 +20,7 @@ from .circuits import PAPER_TABLE2
 from .costs import layer_flops_per_token, unembed_flops
 from .pruning import DEFAULT_SPARSITIES
 from .search import GRID_SCALES, GRID_THRESHOLDS
+from .tasks import make_task
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,6 @@ def _duration(seconds: float) -> str:
 def estimate_line(model, notebook: str, size: str | Size, is_gpt2_small: bool, seq: int | None = None,
                   flops_per_second: float | None = None) -> str:
     """The line a notebook prints before its long cells (``seq``: default, the IOI prompts' length)."""
-    from .tasks import make_task
-
     size = get_size(size)
     if seq is None:
         seq = make_task("ioi", model, n=size.n).clean_tokens.shape[1]

@@ -17,6 +17,9 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+from .gpt2_offline import cache_dir
+from .tasks import vocabulary
+
 SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "<|pad|>",
                   "unk_token": "<|unk|>"}
 
@@ -32,8 +35,6 @@ def pre_tokenizer():
 def vocabulary_words(texts: Iterable[str] | None = None, extra_words: Iterable[str] = ()) -> list[str]:
     """Sorted distinct words of ``texts`` (default: every task's templates and word lists) and extras."""
     if texts is None:
-        from .tasks import vocabulary
-
         texts = vocabulary()
     split = pre_tokenizer().pre_tokenize_str
     found = {w for text in (*texts, *extra_words) for w, _ in split(text)}
@@ -72,8 +73,6 @@ def word_level_tokenizer():
 
 def word_level_tokenizer_dir() -> Path:
     """Cache directory of the default tokenizer; its name hashes the vocabulary, so edits rebuild it."""
-    from .gpt2_offline import cache_dir
-
     words = vocabulary_words()
     digest = hashlib.sha256(json.dumps([SPECIAL_TOKENS, words]).encode()).hexdigest()[:12]
     out = cache_dir() / f"word-level-{digest}"

@@ -156,7 +156,7 @@ print(f"sparsity {SPARSITY:.2f}: each score keeps {n_kept(facts['heads'], SPARSI
 for method, heads in kept.items():
     print(f"  {method:<12}", " ".join(f"{l}.{h}" for l, h in sorted(heads)))
 agreement = overlap(kept["FLAP"], kept["Contrastive"])
-print(f"kept by both: {agreement['true_positives']}  (IoU {agreement['iou']:.2f})")
+print(f"kept by both: {agreement.true_positives}  (IoU {agreement.iou:.2f})")
 fig = viz.kept_heatmap(kept, n_layers, n_heads, title=f"heads kept at sparsity {SPARSITY:.2f}", outlined=reference)
 
 # %% [markdown]
@@ -171,9 +171,9 @@ header = f"{'sparsity':>8} {'kept':>5} {'IoU(FLAP, Contrastive)':>23}"
 print(header + (f" {'circuit heads kept: FLAP':>25} {'Contrastive':>12}" if reference else ""))
 for p in (0.5, 0.6, 0.7, 0.8, 0.9):
     f, c = prune(scores["flap"], p), prune(scores["contrastive"], p)
-    line = f"{p:>8.2f} {len(f):>5} {overlap(f, c)['iou']:>23.2f}"
+    line = f"{p:>8.2f} {len(f):>5} {overlap(f, c).iou:>23.2f}"
     if reference:
-        line += f" {overlap(f, reference)['true_positives']:>18}/{len(reference)} {overlap(c, reference)['true_positives']:>9}/{len(reference)}"
+        line += f" {overlap(f, reference).true_positives:>18}/{len(reference)} {overlap(c, reference).true_positives:>9}/{len(reference)}"
     print(line)
 
 # %% [markdown]

@@ -87,14 +87,18 @@ print(f"(the fully corrupted model would score {r.corrupted_perf:.1f} %)")
 # ## 2 · The sweep
 # `sparsity_sweep` prunes at each sparsity 0.60, 0.61, …, 0.98 and evaluates all the pruned models in
 # batched forward passes. `merged_sweep` does the same for the union of the two kept sets at each
-# sparsity.
+# sparsity. Both evaluate through one `CircuitEvaluator`, which computes the task's clean and corrupted
+# baselines once and counts every pass it runs (`evaluator.cost`).
 
 # %%
 from app_helpers import viz
+from app_helpers.evaluation import CircuitEvaluator
 from app_helpers.pruning import merged_sweep, sparsity_sweep
 
-sweeps = {m: sparsity_sweep(model, task, scores[m], rule=RULE) for m in ("flap", "contrastive")}
-sweeps["merged"] = merged_sweep(model, task, [sweeps["flap"], sweeps["contrastive"]], rule=RULE)
+evaluator = CircuitEvaluator(model, task)
+sweeps = {m: sparsity_sweep(evaluator, scores[m], rule=RULE) for m in ("flap", "contrastive")}
+sweeps["merged"] = merged_sweep(evaluator, [sweeps["flap"], sweeps["contrastive"]], rule=RULE)
+print(f"the sweeps ran {evaluator.cost.forward_passes} batched passes, {evaluator.cost.flops / 1e9:.2f} GFLOPs")
 for m, s in sweeps.items():
     print(f"{m:<12} Perf from {s.perfs[0]:6.1f} % at p={s.sparsities[0]:.2f} to {s.perfs[-1]:6.1f} % at "
           f"p={s.sparsities[-1]:.2f}; cliff: p={s.cliff.sparsity:.2f} ({s.cliff.rule})")

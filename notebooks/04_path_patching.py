@@ -254,7 +254,7 @@ r = evaluate_circuit(model, eval_task, run.heads)
 print(f"Perf on {len(eval_task)} held-out prompts: {r.perf:.1f} % with {len(run.heads)} of {facts['heads']} heads")
 for name, circuit in known.items():
     o = overlap(run.heads, circuit)
-    print(f"vs {name}: TPR {o['tpr']:.2f}, precision {o['precision']:.2f} ({o['true_positives']} of {o['n_reference']} heads)")
+    print(f"vs {name}: TPR {o.tpr:.2f}, precision {o.precision:.2f} ({o.true_positives} of {o.n_reference} heads)")
 
 # %% [markdown]
 # ## Summary

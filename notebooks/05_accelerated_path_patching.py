@@ -91,13 +91,14 @@ print(comparison_table(comparison))
 import matplotlib.pyplot as plt
 
 from app_helpers import viz
+from app_helpers.identities import LOGITS
 
 width, height = max(4.0, 0.45 * n_heads + 2), max(2.5, 0.4 * n_layers + 1.2)
 fig, axes = plt.subplots(1, 2, figsize=(2 * width, height + 0.6))
-shared = float(dense.grid.best.scores["logits"].abs().nan_to_num(0).max())  # APP's scores are a subset of these
-viz.head_heatmap(dense.grid.best.scores["logits"], f"dense PP: {pruning.n_heads_total} heads evaluated", ax=axes[0],
+shared = float(dense.grid.best.scores[LOGITS].abs().nan_to_num(0).max())  # APP's scores are a subset of these
+viz.head_heatmap(dense.grid.best.scores[LOGITS], f"dense PP: {pruning.n_heads_total} heads evaluated", ax=axes[0],
                  limit=shared)
-viz.head_heatmap(app.grid.best.scores["logits"], f"APP: {len(pruning.merged)} heads evaluated", ax=axes[1],
+viz.head_heatmap(app.grid.best.scores[LOGITS], f"APP: {len(pruning.merged)} heads evaluated", ax=axes[1],
                  limit=shared)
 fig.tight_layout()
 
@@ -133,11 +134,9 @@ for label, _, value in comparison_rows(comparison):
 # expanded (the `evals` column).
 
 # %%
-from app_helpers.pipeline import PARETO
-
-for run, key in ((dense, "dense"), (app, "app")):
-    min_perf, max_fraction = PARETO[key]
-    print(f"{run.name}: Perf ≥ {min_perf:g} %, ≤ {max_fraction:g} of the heads → chosen: {run.grid.rule}")
+for run in (dense, app):
+    m = run.method  # Method.DENSE or Method.APP: its label and Pareto settings
+    print(f"{m.label}: Perf ≥ {m.min_perf:g} %, ≤ {m.max_fraction:g} of the heads → chosen: {run.grid.rule}")
     print(f"  {'scale':>5} {'threshold':>9} {'heads':>5} {'Perf %':>7} {'evals':>6}")
     for i, (search, perf) in enumerate(zip(run.grid.runs, run.grid.perfs)):
         mark = "  ← chosen" if i == run.grid.chosen else ""
@@ -177,8 +176,8 @@ for method in ("APP", "dense PP"):
     for ref, o in overlaps[method].items():
         if method == "dense PP" and ref == "dense PP":
             continue
-        print(f"{method:<8} vs {ref:<10}: TPR {o['tpr']:.2f}  precision {o['precision']:.2f}  IoU {o['iou']:.2f}  "
-              f"({o['true_positives']} shared of {o['n_circuit']} / {o['n_reference']} heads)")
+        print(f"{method:<8} vs {ref:<10}: TPR {o.tpr:.2f}  precision {o.precision:.2f}  IoU {o.iou:.2f}  "
+              f"({o.true_positives} shared of {o.n_circuit} / {o.n_reference} heads)")
 print(f"\nPerf on held-out prompts: dense {dense.perf:.1f} %, APP {app.perf:.1f} %")
 unreachable = [h for h in dense.circuit.heads if h not in pruning.merged]
 fig = viz.kept_heatmap({"dense PP": dense.circuit.heads, "APP": app.circuit.heads}, n_layers, n_heads,
@@ -204,7 +203,7 @@ from app_helpers.report import paper_table
 
 if not model_is_gpt2:
     print(f"NOTE: this run used {choose_model(MODEL).spec}, not GPT-2 small: the paper's column is for orientation only.\n")
-print(paper_table(comparison, model))
+print(paper_table(comparison))
 
 # %% [markdown]
 # ## Summary

@@ -164,7 +164,7 @@ from app_helpers.report import paper_table
 if not model_is_gpt2:
     print(f"NOTE: this run used {choose_model(MODEL).spec}, not GPT-2 small: the paper's column is for orientation only.\n")
 for c in comparisons.values():
-    print(paper_table(c, model), "\n")
+    print(paper_table(c), "\n")
 
 # %% [markdown]
 # ## Summary

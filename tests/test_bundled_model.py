@@ -66,11 +66,12 @@ def small_ioi(model):
 
 @pytest.fixture(scope="module")
 def naive_reference(model, small_ioi):
-    from app_helpers.patching import COMPONENTS, NaivePathPatcher
+    from app_helpers.identities import HEAD_INPUTS
+    from app_helpers.patching import NaivePathPatcher
 
     naive = NaivePathPatcher.from_task(model, small_ioi)
     receivers = [(model.cfg.n_layers - 1, 0), (model.cfg.n_layers // 2, 1)]
-    return {"logits": naive.to_logits(), **{(r, c): naive.to_head(r, c) for r in receivers for c in COMPONENTS}}
+    return {"logits": naive.to_logits(), **{(r, c): naive.to_head(r, c) for r in receivers for c in HEAD_INPUTS}}
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 1000])

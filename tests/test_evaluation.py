@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from app_helpers.circuits import Circuit
-from app_helpers.evaluation import (CircuitEvaluator, clear_evaluation_cache, evaluate_circuit, evaluate_circuits,
-                                    get_evaluator)
+from app_helpers.costs import layer_flops_per_token, unembed_flops
+from app_helpers.evaluation import CircuitEvaluator, evaluate_circuit, evaluate_circuits
 from app_helpers.metrics import logit_diff
 from app_helpers.tasks import make_task
 
@@ -129,12 +129,36 @@ def test_set_valued_task_with_probability_metric(tiny_gpt2):
     assert empty.ld_circuit == pytest.approx(empty.ld_corrupted, abs=1e-6)
 
 
-def test_evaluators_are_cached_per_model_task_and_ablation(tiny_gpt2, ioi):
-    clear_evaluation_cache()
-    ev = get_evaluator(tiny_gpt2, ioi, "mean")
-    assert get_evaluator(tiny_gpt2, ioi, "mean") is ev and get_evaluator(tiny_gpt2, ioi, "resample") is not ev
-    clear_evaluation_cache()
-    assert get_evaluator(tiny_gpt2, ioi, "mean") is not ev
+def test_no_hidden_cache_a_changed_model_gets_fresh_baselines(tiny_gpt2, ioi):
+    before = evaluate_circuit(tiny_gpt2, ioi, ALL_HEADS).ld_full
+    weight = tiny_gpt2.blocks[1].attn.W_O
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.mul_(3.0)
+        after = evaluate_circuit(tiny_gpt2, ioi, ALL_HEADS).ld_full
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    assert after != pytest.approx(before, abs=1e-4)
+    assert evaluate_circuit(tiny_gpt2, ioi, ALL_HEADS).ld_full == pytest.approx(before, abs=1e-6)
+
+
+def test_the_evaluator_counts_the_passes_it_runs(tiny_gpt2, ioi):
+    """Baselines: two passes over [n, seq]; then one pass per ``max_batch`` rows, cut to the batch's longest
+    prompt; FLOPs by the analytic per-token count of every layer plus one unembedding per row."""
+    ev = CircuitEvaluator(tiny_gpt2, ioi, max_batch=10)
+    cfg, (n, seq) = tiny_gpt2.cfg, ioi.clean_tokens.shape
+    full = n * (seq * cfg.n_layers * layer_flops_per_token(cfg, seq) + unembed_flops(cfg))
+    assert ev.cost.forward_passes == 2 and ev.cost.flops == 2 * full
+    ev.evaluate([ALL_HEADS, []])  # 2 circuits x 12 prompts = 24 rows: passes of 10, 10 and 4 rows
+    rows = torch.arange(2 * n)
+    expected = 0
+    for start in range(0, 2 * n, 10):
+        prompts = rows[start:start + 10] % n
+        width = int(ioi.lengths[prompts].max())
+        expected += len(prompts) * (width * cfg.n_layers * layer_flops_per_token(cfg, width) + unembed_flops(cfg))
+    assert ev.cost.forward_passes == 2 + 3 and ev.cost.flops == 2 * full + expected
 
 
 def test_bad_input_is_a_clear_error(tiny_gpt2, ioi):

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from app_helpers import models
+from app_helpers import devices, models
 from app_helpers.models import ModelLoadError
 
 
@@ -108,13 +108,13 @@ def test_architecture_without_per_head_hooks_is_rejected():
 
 
 def test_device_and_dtype_choice():
-    assert models.resolve_device("cpu") == torch.device("cpu")
-    assert models.resolve_dtype(None) is torch.float32
-    assert models.resolve_dtype("bfloat16") is torch.bfloat16
+    assert devices.resolve_device("cpu") == torch.device("cpu")
+    assert devices.resolve_dtype(None) is torch.float32
+    assert devices.resolve_dtype("bfloat16") is torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype"):
-        models.resolve_dtype("float17")
+        devices.resolve_dtype("float17")
     with pytest.raises(ValueError, match="floating-point"):
-        models.resolve_dtype(torch.int64)
+        devices.resolve_dtype(torch.int64)
 
 
 def test_dtype_override_reaches_the_weights(tiny_model_dir):

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from app_helpers.patching import COMPONENTS, NaivePathPatcher, PathPatcher, length_groups
+from app_helpers.identities import HEAD_INPUTS
+from app_helpers.patching import NaivePathPatcher, PathPatcher, length_groups
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def naive(model, problem):
 def naive_scores(naive):
     out = {"logits": naive.to_logits()}
     for receiver in [(1, 2), (2, 0)]:
-        for c in COMPONENTS:
+        for c in HEAD_INPUTS:
             out[(receiver, c)] = naive.to_head(receiver, c)
     return out
 

@@ -84,24 +84,34 @@ def test_comparison_keeps_its_held_out_prompts(comparison, tiny_gpt2):
     assert not pairs & set(zip(held_out.clean_prompts, held_out.corrupted_prompts))  # held out: no repeats
 
 
+def test_pruning_cost_is_counted_from_the_passes_it_ran(comparison, tiny_gpt2):
+    """Scoring: one pass over the clean and one over the corrupted prompts (n <= batch size); the sweeps'
+    evaluator: two baselines, then one pass per 256 rows of each sweep's distinct kept sets."""
+    n = comparison.n
+    sweeps = comparison.pruning.sweeps.values()
+    evaluation_passes = sum(-(-len(set(s.kept)) * n // 256) for s in sweeps)
+    assert comparison.pruning_cost.forward_passes == 2 + 2 + evaluation_passes
+    assert comparison.pruning_cost.seconds > 0 and comparison.pruning_cost.flops > 0
+
+
 def test_table2_rows_and_the_paper_beside_them(comparison, tiny_gpt2):
     from app_helpers.circuits import PAPER_TABLE2, overlap
     from app_helpers.evaluation import evaluate_circuit
 
-    rows = report.table2_rows(comparison, tiny_gpt2)
+    rows = report.table2_rows(comparison)
     assert list(rows) == ["PP", "FLAP", "Contrastive", "Merged"]
     assert rows["PP"] == (comparison.dense.perf, len(comparison.dense.circuit), None)
     merged = comparison.pruning.merged
     perf, size, tpr = rows["Merged"]
     assert size == len(merged)
-    assert tpr == pytest.approx(100 * overlap(merged, comparison.dense.circuit)["tpr"], nan_ok=True)
+    assert tpr == pytest.approx(100 * overlap(merged, comparison.dense.circuit).tpr, nan_ok=True)
     assert perf == pytest.approx(evaluate_circuit(tiny_gpt2, comparison.eval_task, merged).perf)
-    table = report.paper_table(comparison, tiny_gpt2)
+    table = report.paper_table(comparison)
     assert f"{PAPER_TABLE2['ioi']['Merged'][0]:.2f}" in table and "×5.6" in table
     import dataclasses
 
-    with pytest.raises(ValueError, match="no held-out prompts"):
-        report.table2_rows(dataclasses.replace(comparison, eval_task=None), tiny_gpt2)
+    with pytest.raises(ValueError, match="no held-out Perf"):
+        report.table2_rows(dataclasses.replace(comparison, pruned_perf={}))
 
 
 def test_task_options_reach_both_prompt_sets_and_the_record(tiny_gpt2):

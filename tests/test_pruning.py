@@ -173,5 +173,5 @@ def test_scoring_an_empty_task_is_a_clear_error(tiny_gpt2):
     with pytest.raises(ValueError, match="at least one prompt"):
         pruning.score_heads(tiny_gpt2, Empty())
     with pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\)"):
-        pruning.sparsity_sweep(tiny_gpt2, None, pruning.HeadScores("flap", torch.zeros(2, 4), torch.zeros(2, 64)),
+        pruning.sparsity_sweep(None, pruning.HeadScores("flap", torch.zeros(2, 4), torch.zeros(2, 64)),
                                sparsities=(0.5, 1.0))

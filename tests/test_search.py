@@ -88,7 +88,7 @@ def test_breadth_first_search_on_a_known_graph():
     result = search_circuit(engine, scale=1.0, min_value_threshold=0.01)
     assert result.heads == [(3, 0), (3, 1), (1, 2), (0, 3)]
     assert ((1, 2), (3, 0), "v") in result.edges and ((0, 3), (1, 2), "q") in result.edges
-    assert ((3, 0), "logits", "logits") in result.edges
+    assert ((3, 0), None, "logits") in result.edges  # the logits receiver is None, as in Circuit
     # Layer-0 heads join but are never expanded; every expanded head is patched through q, k and v.
     assert not any(call[0] == (0, 3) for call in engine.calls if call != "logits")
     assert [c for c in engine.calls if c != "logits"] == [((3, 0), c) for c in "qkv"] + \

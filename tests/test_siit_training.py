@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from app_helpers.tasks import make_task
-from app_helpers.toy import siit
+from app_helpers.toy import ioi_prompts, siit
 
 
 @pytest.fixture(scope="module")
 def sampler(word_tok):
-    return siit.PromptSampler(word_tok, random.Random(0))
+    return ioi_prompts.PromptSampler(word_tok, random.Random(0))
 
 
 def test_layouts_tokenise_exactly_like_make_task(word_tok, sampler):
@@ -75,7 +75,7 @@ def test_planting_steps_lower_the_behaviour_interchange_and_strict_losses(word_t
     with torch.no_grad():  # make every head matter, as in a trained model, so strictness has something to fix
         for block in model.transformer.h:
             block.attn.c_proj.weight.mul_(20)
-    planter = siit.Planter(model, siit.PromptSampler(word_tok, random.Random(0)), random.Random(0), config)
+    planter = siit.Planter(model, ioi_prompts.PromptSampler(word_tok, random.Random(0)), random.Random(0), config)
 
     def losses(seed):  # the same rows every time: the sampler, the plans and torch all reseeded
         planter.rng.seed(seed)

@@ -2,6 +2,7 @@
 import matplotlib.pyplot as plt
 import torch
 
+from app_helpers.costs import Cost
 from app_helpers.pruning import DEFAULT_SPARSITIES, HeadScores, PruningResult, SweepResult, find_cliff, prune
 from app_helpers.widgets import sparsity_explorer
 
@@ -14,7 +15,7 @@ def test_slider_and_method_update_the_summary():
                         find_cliff(DEFAULT_SPARSITIES, perfs))
     merged = SweepResult("merged", sweep.sparsities, kept, perfs, sweep.cliff)
     result = PruningResult({"contrastive": scores}, {"contrastive": sweep, "merged": merged},
-                           {"contrastive": 0.75}, {"contrastive": kept[15]}, kept[15], 8)
+                           {"contrastive": 0.75}, {"contrastive": kept[15]}, kept[15], 8, Cost())
     box = sparsity_explorer(result, reference=[(1, 3), (0, 0)])
     slider, method = box.children[0].children
     summary = box.children[1]

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from ..metrics import metric_fn
 from . import docstring, greater_than, induction, ioi, pronouns, words
 from .base import Sentence, Tok, TaskSpec, build, fill, resolve_options
 from .data import Answers, TaskData
@@ -47,8 +48,6 @@ def make_task(name: str, model_or_tokenizer, n: int, seed: int = 0, *, prepend_b
     spec = get_task(name)
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer (number of prompts), got {n!r}")
-    from ..metrics import metric_fn  # imported here: metrics imports tasks.data
-
     metric = metric or spec.metric
     metric_fn(metric)  # fail early on an unknown name
     tokenizer, model_device = _tokenizer_of(model_or_tokenizer)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..circuits import planted_truth
 from ..models import load_model
 from .checks import accuracies, ioi_mechanism
+from .planted_checks import measure as measure_planted
 
 
 def _fmt_heads(matrix, at_least: float) -> str:
@@ -105,9 +107,6 @@ Criteria of the kit:
 def write_planted_card(model_dir: str | Path) -> str:
     """Measure app-planted (``planted_checks.measure``), ship its ground truth as ``circuits/ioi.json``,
     and write ``README.md`` and ``measurements.json`` next to its weights."""
-    from ..circuits import planted_truth
-    from .planted_checks import measure as measure_planted
-
     model_dir = Path(model_dir)
     planted_truth().save(model_dir / "circuits" / "ioi.json")
     m = measure_planted(load_model(str(model_dir), verbose=False))
@@ -117,8 +116,6 @@ def write_planted_card(model_dir: str | Path) -> str:
 
 def render_planted_card(model_dir: str | Path) -> str:
     """``README.md`` from the ``measurements.json`` and ``training.json`` beside the weights."""
-    from ..circuits import planted_truth
-
     model_dir = Path(model_dir)
     m = json.loads((model_dir / "measurements.json").read_text())
     training = json.loads((model_dir / "training.json").read_text())
@@ -219,6 +216,4 @@ def _planted_shortfalls(m: dict) -> str:
 
 
 def _truth_roles() -> dict[str, list[str]]:
-    from ..circuits import planted_truth
-
     return {role: [f"{l}.{h}" for l, h in heads] for role, heads in planted_truth().by_role().items()}

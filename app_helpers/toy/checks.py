@@ -11,7 +11,8 @@ import torch
 
 from ..evaluation import evaluate_circuits
 from ..metrics import final_logits, task_metric
-from ..patching import COMPONENTS, PathPatcher
+from ..identities import HEAD_INPUTS
+from ..patching import PathPatcher
 from ..tasks import make_task
 
 TASKS = ("ioi", "greater_than", "gendered_pronouns", "name_induction")
@@ -80,5 +81,5 @@ def ioi_mechanism(model, n: int = 200, seed: int = 12345) -> Mechanism:
     results = evaluate_circuits(model, task, everything_but, ablation="resample")
     drop = torch.tensor([1 - r.perf / 100 for r in results]).reshape(cfg.n_layers, cfg.n_heads)
     strongest = divmod(int(direct.abs().argmax()), cfg.n_heads)
-    edges = {c: engine.to_head(strongest, c) for c in COMPONENTS}
+    edges = {c: engine.to_head(strongest, c) for c in HEAD_INPUTS}
     return Mechanism(direct, drop, strongest, edges)

@@ -10,7 +10,6 @@ matching tells them apart). Every item is (prompt, answer); the answer's tokens 
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
 
 import torch

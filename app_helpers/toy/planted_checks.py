@@ -18,10 +18,13 @@ import torch
 
 from ..circuits import Circuit, planted_truth
 from ..evaluation import CircuitEvaluator
+from ..hooks import hook_name
 from ..patching import PathPatcher
+from ..pipeline import run_comparison
 from ..tasks import make_task
+from .checks import task_accuracy
 from .ioi_algorithm import ROLE_EDGES, ROLES, run
-from .siit import PromptSampler, pad
+from .ioi_prompts import PromptSampler, pad
 
 HELD_OUT_SEED = 12345
 
@@ -57,9 +60,9 @@ def interchange_accuracy(model, n: int = 400, seed: int = HELD_OUT_SEED) -> dict
         keep = [i for i, t in enumerate(targets) if max(t.values()) == 1.0]
         layers = sorted({layer for layer, _ in heads})
         with torch.inference_mode():
-            _, cache = model.run_with_cache(source_tokens, names_filter=[f"blocks.{l}.attn.hook_z" for l in layers])
-            hooks = [(f"blocks.{l}.attn.hook_z", _replace([h for ll, h in heads if ll == l],
-                                                          cache[f"blocks.{l}.attn.hook_z"])) for l in layers]
+            _, cache = model.run_with_cache(source_tokens, names_filter=[hook_name(l, "z") for l in layers])
+            hooks = [(hook_name(l, "z"), _replace([h for ll, h in heads if ll == l],
+                                                          cache[hook_name(l, "z")])) for l in layers]
             logits = model.run_with_hooks(base_tokens, fwd_hooks=hooks)
         top = logits[torch.arange(n, device=device), end].argmax(-1).tolist()
         want = [sampler.vocab[next(iter(targets[i]))] for i in keep]
@@ -129,8 +132,6 @@ def _top(scores: torch.Tensor, k: int) -> list[str]:
 
 def search_quality(model, n: int = 100, seed: int = 0, eval_n: int = 200) -> dict:
     """Dense path patching and APP on IOI (the kit's ``run_comparison``), scored against the truth."""
-    from ..pipeline import run_comparison
-
     truth = planted_truth()
     c = run_comparison(model, "ioi", n=n, seed=seed, eval_n=eval_n, show_progress=False,
                        references={truth.name: truth})
@@ -140,9 +141,9 @@ def search_quality(model, n: int = 100, seed: int = 0, eval_n: int = 200) -> dic
         "dense_distinct_circuits": len({tuple(r.heads) for r in c.dense.grid.runs}),
         "app_distinct_circuits": len({tuple(r.heads) for r in c.app.grid.runs}),
         "dense": {"heads": [f"{l}.{h}" for l, h in c.dense.circuit.heads], "perf": c.dense.perf,
-                  **{k: ov["dense PP"][truth.name][k] for k in ("tpr", "precision", "iou")}},
+                  **{k: getattr(ov["dense PP"][truth.name], k) for k in ("tpr", "precision", "iou")}},
         "app": {"heads": [f"{l}.{h}" for l, h in c.app.circuit.heads], "perf": c.app.perf,
-                **{k: ov["APP"][truth.name][k] for k in ("tpr", "precision", "iou")}},
+                **{k: getattr(ov["APP"][truth.name], k) for k in ("tpr", "precision", "iou")}},
         "search_space": len(c.pruning.merged),
         "gflops": {"dense": c.dense.cost.flops / 1e9, "app": c.app.cost.flops / 1e9,
                    "pruning": c.pruning_cost.flops / 1e9},
@@ -153,8 +154,6 @@ def search_quality(model, n: int = 100, seed: int = 0, eval_n: int = 200) -> dic
 
 def measure(model) -> dict:
     """Every number of the model card, on held-out prompts (N = 200)."""
-    from .checks import task_accuracy
-
     task = held_out_task(model)
     acc, ld = task_accuracy(model, task)
     lay = layering(model, task)

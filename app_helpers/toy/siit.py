@@ -46,10 +46,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..circuits import Circuit, planted_truth
-from ..tasks import words
-from ..tasks.base import pieces
 from ..wordlevel import build_word_level_tokenizer
-from .ioi_algorithm import ABLATED, ROLE_ORDER, ROLES, Story, run
+from .card import write_planted_card
+from .ioi_algorithm import ABLATED, ROLE_ORDER, ROLES, run
+from .ioi_prompts import Prompt, PromptSampler, pad
 from .train import gpt2_model, warmup_cosine
 
 KEEP, SOURCE, ABC, MEAN, CLEAN = range(5)  # where a head's z comes from in a row
@@ -75,108 +75,6 @@ class SIITConfig:
     weight_decay: float = 0.1
     answer_weight: float = 5.0
     seed: int = 0
-
-
-# --- Prompts --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Layout:
-    """One IOI template in one name order, tokenised: ids with the name slots left open."""
-
-    group: int
-    ids: tuple[int, ...]  # BOS first; name slots hold -1
-    slots: tuple[int, int]  # positions of the "X and Y" names
-    s2: int
-    place: int | None
-    obj: int | None
-
-    @property
-    def end(self) -> int:
-        return len(self.ids) - 1
-
-
-def layouts(tokenizer) -> list[Layout]:
-    """Every (template, order) group, in the group numbering of ``make_task("ioi", ...)``."""
-    out = []
-    for t, template in enumerate(words.IOI_TEMPLATES):
-        for order in (0, 1):
-            text = template if order == 0 else template.replace("{IO}", "{_}").replace("{S1}", "{IO}").replace(
-                "{_}", "{S1}")
-            ids, where = [tokenizer.bos_token_id], {}
-            for piece, slot in pieces(text, {k: k for k in ("IO", "S1", "S2", "PLACE", "OBJECT")}):
-                if slot is None:
-                    ids.extend(tokenizer.encode(piece, add_special_tokens=False))
-                else:
-                    where[slot] = len(ids)
-                    ids.append(-1)
-            first, second = sorted((where["IO"], where["S1"]))
-            out.append(Layout(2 * t + order, tuple(ids), (first, second), where["S2"], where.get("PLACE"),
-                              where.get("OBJECT")))
-    return out
-
-
-@dataclass(frozen=True)
-class Prompt:
-    layout: Layout
-    story: Story
-    place: str
-    obj: str
-    s2: str  # the name at S2 (the story's repeated name)
-
-    def ids(self, vocab: dict[str, int]) -> list[int]:
-        ids = list(self.layout.ids)
-        ids[self.layout.slots[0]], ids[self.layout.slots[1]] = (vocab[n] for n in self.story.names)
-        ids[self.layout.s2] = vocab[self.s2]
-        if self.layout.place is not None:
-            ids[self.layout.place] = vocab[self.place]
-        if self.layout.obj is not None:
-            ids[self.layout.obj] = vocab[self.obj]
-        return ids
-
-
-class PromptSampler:
-    """Base prompts, their ABC corruptions and interchange sources (same template, so positions align)."""
-
-    def __init__(self, tokenizer, rng: random.Random):
-        self.rng = rng
-        self.vocab = {w: tokenizer.convert_tokens_to_ids(w) for w in words.NAMES + words.PLACES + words.OBJECTS}
-        self.layouts = layouts(tokenizer)
-
-    def base(self) -> Prompt:
-        layout = self.rng.choice(self.layouts)
-        io, s = self.rng.sample(words.NAMES, 2)
-        names = (io, s) if layout.group % 2 == 0 else (s, io)
-        return self._prompt(layout, names, s)
-
-    def _prompt(self, layout: Layout, names, repeated) -> Prompt:
-        return Prompt(layout, Story(tuple(names), repeated), self.rng.choice(words.PLACES),
-                      self.rng.choice(words.OBJECTS), repeated)
-
-    def abc(self, base: Prompt) -> Prompt:
-        """All three name occurrences replaced by fresh distinct names (the kit's default corruption)."""
-        c, d, e = self.rng.sample([n for n in words.NAMES if n not in base.story.names], 3)
-        return Prompt(base.layout, Story((c, d), e), base.place, base.obj, e)
-
-    def source(self, base: Prompt) -> Prompt:
-        """Same template, either name order; names reused from the base often, so that a patch changes
-        the answer in every way the algorithm allows (swapped, same, one new name, ABC)."""
-        r = self.rng.random()
-        fresh = [n for n in words.NAMES if n not in base.story.names]
-        if r < 0.15:
-            return self.abc(base)
-        if r < 0.6:
-            pair = list(base.story.names)
-        elif r < 0.8:
-            pair = [self.rng.choice(base.story.names), self.rng.choice(fresh)]
-        else:
-            pair = self.rng.sample(fresh, 2)
-        self.rng.shuffle(pair)
-        layout = self.layouts[base.layout.group - base.layout.group % 2 + self.rng.randrange(2)]
-        return self._prompt(layout, pair, self.rng.choice(pair))
-
-
-def pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(map(len, rows))
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
 
 
 # --- Head interventions ---------------------------------------------------------------------------------
@@ -556,8 +454,6 @@ def main(argv=None) -> int:
     print(f"trained {config.behaviour_steps}+{config.planting_steps}+{config.polish_steps} steps in "
           f"{record['seconds']} s")
     if not args.no_card:
-        from .card import write_planted_card
-
         print(write_planted_card(args.out))
     return 0
 
