@@ -23,7 +23,7 @@ from .circuits import Circuit, as_circuit
 from .costs import Cost, timed
 from .hooks import final_residual, hook_name, logits_at, model_device
 from .identities import HeadLike
-from .metrics import metric_fn
+from .metrics import metric_fn, warn_if_untrusted
 from .tasks.data import TaskData
 
 ABLATIONS = {
@@ -77,6 +77,9 @@ class CircuitEvaluator:
             clean = self._final_logits(t.clean_tokens, t.end_pos)
             self.ld_full = self._metric(clean, t.answers).mean().item()
             self.ld_corrupted = self._metric(corrupted, t.answers).mean().item()
+            #: why this evaluator's Perf % cannot be trusted (also issued as warnings); empty when it can
+            self.problems = warn_if_untrusted(self.ld_full, self.ld_corrupted, self.metric_name,
+                                              f"Perf on task {task.name!r}")
             if ablation == "mean":
                 self._source, self._row = [_group_means(zl, t.groups, t.n_groups) for zl in z], t.groups
             else:

@@ -9,6 +9,7 @@ leading batch dimensions ``[..., n, vocab]`` → ``[..., n]``.
 """
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -93,6 +94,40 @@ def metric_fn(name: str) -> Callable[[Tensor, Answers], Tensor]:
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose one of {list(METRICS)}")
     return METRICS[name]
+
+
+#: The smallest clean − corrupted gap of each metric (means over the prompts) at which a normalised patching
+#: score or a Perf % is worth reading. Below it both divide by noise: a random-weight GPT-2 on IOI has a gap
+#: of about 0.01 in logit difference, and there the empty circuit scores near 100 %.
+TRUSTED_GAP = {"logit_diff": 0.1, "prob_diff": 0.01}
+
+
+class UntrustedMetricWarning(UserWarning):
+    """The model's clean and corrupted baselines make Perf % and normalised scores meaningless."""
+
+
+def baseline_problems(clean: float, corrupted: float, metric: str) -> list[str]:
+    """Why numbers measured against these baselines (means of ``metric`` on the clean and corrupted prompts)
+    cannot be trusted; empty when they can. Perf % is a ratio to ``clean``, so ``clean <= 0`` (the model
+    does not do the task) voids it; the normalised metric divides by the gap."""
+    problems = []
+    if not clean > 0:
+        problems.append(f"the full model's mean {metric} is {clean:.4g} (not > 0): it does not do the task, "
+                        "so Perf % (a ratio to it) has no meaning; use a model trained on the task")
+    gap, least = abs(clean - corrupted), TRUSTED_GAP[metric]
+    if not gap >= least:
+        problems.append(f"clean ({clean:.4g}) and corrupted ({corrupted:.4g}) prompts differ by {gap:.3g} in "
+                        f"{metric}, below the {least:g} at which scores are read (metrics.TRUSTED_GAP): "
+                        "normalised scores and Perf % would divide by noise")
+    return problems
+
+
+def warn_if_untrusted(clean: float, corrupted: float, metric: str, where: str) -> list[str]:
+    """``baseline_problems``, each issued as an ``UntrustedMetricWarning`` naming ``where``; returns them."""
+    problems = baseline_problems(clean, corrupted, metric)
+    for problem in problems:
+        warnings.warn(f"{where}: {problem}", UntrustedMetricWarning, stacklevel=3)
+    return problems
 
 
 def normalised_metric(patched, clean, corrupted):

@@ -30,7 +30,7 @@ import torch
 from .costs import Cost, layer_flops_per_token, timed, unembed_flops
 from .hooks import StopForward, final_residual, hook_name, logits_at, model_device, run_blocks, run_until
 from .identities import HEAD_INPUTS, LOGITS, Head, Receiver, head_input
-from .metrics import task_metric
+from .metrics import task_metric, warn_if_untrusted
 
 #: end-position logits [..., n_prompts, vocab] → per-prompt metric [..., n_prompts] (e.g. logit difference)
 Metric = Callable[[torch.Tensor], torch.Tensor]
@@ -49,6 +49,7 @@ class _PatchingBase:
         if end_pos.shape != (n,) or int(end_pos.min()) < 0 or int(end_pos.max()) >= seq:
             raise ValueError(f"end_pos must hold one position in [0, {seq}) per prompt ({n} prompts)")
         self.model, self.cfg, self.metric = model, model.cfg, metric
+        self.problems: list[str] = []  # why the normalised scores cannot be trusted (``from_task`` checks)
         self.device = model_device(model)
         self.clean_tokens = clean_tokens.to(self.device)
         self.corrupted_tokens = corrupted_tokens.to(self.device)
@@ -86,7 +87,11 @@ class _PatchingBase:
     def from_task(cls, model, task, **kwargs):
         """An engine for a ``TaskData``: its tokens, prediction positions and metric (per-prompt answers)."""
         task = task.to(model_device(model))
-        return cls(model, task.clean_tokens, task.corrupted_tokens, task.end_pos, task_metric(task), **kwargs)
+        engine = cls(model, task.clean_tokens, task.corrupted_tokens, task.end_pos, task_metric(task), **kwargs)
+        # The task names its metric, so its trust threshold applies (a bare metric callable has none).
+        engine.problems = warn_if_untrusted(engine.ld_clean, engine.ld_corrupted, task.metric,
+                                            f"path patching on task {task.name!r}")
+        return engine
 
     def _set_baselines(self, ld_clean: float, ld_corrupted: float) -> None:
         self.ld_clean, self.ld_corrupted = ld_clean, ld_corrupted

@@ -32,6 +32,7 @@ class SearchRun:
     perf: float
     cost: Cost  # the engine's passes: set-up and all 16 searches; seconds: wall time incl. evaluation
     setup_cost: Cost  # the engine's clean/corrupted caching passes (part of ``cost``)
+    problems: list[str] = field(default_factory=list)  # why its engine's normalised scores are untrustworthy
 
     @property
     def name(self) -> str:
@@ -54,6 +55,9 @@ class Comparison:
     eval_task: TaskData | None = field(default=None, repr=False)  # the held-out prompts Perf was measured on
     #: Held-out Perf of each pruned set at its cliff ("FLAP", "Contrastive", "Merged"): the paper's Table 2
     pruned_perf: dict[str, float] = field(default_factory=dict)
+    #: Why some numbers cannot be trusted (the search prompts' and the held-out prompts' baselines); the
+    #: table and the JSON record carry them, so a meaningless Perf % never passes as a normal one
+    problems: list[str] = field(default_factory=list)
 
     @property
     def pruning_cost(self) -> Cost:
@@ -85,7 +89,7 @@ def run_grid(model, task, evaluator: CircuitEvaluator, method: Method, candidate
     cost = engine.cost.copy()
     cost.seconds = time.perf_counter() - start  # includes the engine set-up and grid evaluation
     return SearchRun(method, None if candidates is None else frozenset(candidates), grid, circuit,
-                     grid.perfs[grid.chosen], cost, engine.setup_cost)
+                     grid.perfs[grid.chosen], cost, engine.setup_cost, engine.problems)
 
 
 def run_comparison(model, task_name: str = "ioi", n: int = 100, seed: int = 0, eval_n: int = 200,
@@ -107,5 +111,6 @@ def run_comparison(model, task_name: str = "ioi", n: int = 100, seed: int = 0, e
                    show_progress)
     pruned = {"FLAP": pruning.kept["flap"], "Contrastive": pruning.kept["contrastive"], "Merged": pruning.merged}
     pruned_perf = {label: r.perf for label, r in zip(pruned, held_out.evaluate(list(pruned.values())))}
+    problems = list(dict.fromkeys(dense.problems + held_out.problems))
     return Comparison(model_name, task.name, n, eval_n, seed, pruning, dense, app, dict(references or {}),
-                      eval_task, pruned_perf)
+                      eval_task, pruned_perf, problems)

@@ -67,6 +67,7 @@ def comparison_table(c: Comparison) -> str:
     lines += [f"{label:<{width}}{_fmt(dv):>14}{_fmt(av):>14}" for label, dv, av in rows]
     lines.append(f"dense circuit: {' '.join(map(head_name, c.dense.circuit.heads)) or '(empty)'}")
     lines.append(f"APP circuit:   {' '.join(map(head_name, c.app.circuit.heads)) or '(empty)'}")
+    lines += [f"WARNING — numbers above are not to be trusted: {p}" for p in c.problems]
     return "\n".join(lines)
 
 
@@ -116,6 +117,7 @@ def comparison_record(c: Comparison) -> dict:
     p = c.pruning
     return {
         "model": c.model, "task": c.task, "n": c.n, "eval_n": c.eval_n, "seed": c.seed,
+        "problems": list(c.problems),
         "task_options": None if c.eval_task is None else
         {k: v for k, v in c.eval_task.options.items() if k not in ("n", "seed", "held_out_of")} | {"metric": c.eval_task.metric},
         "pruning": {

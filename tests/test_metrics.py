@@ -100,3 +100,36 @@ def test_clean_and_corrupted_means_the_task_metric_over_prompts(tiny_gpt2):
         by_hand = [logit_diff(tiny_gpt2(t), task).mean().item() for t in (task.clean_tokens, task.corrupted_tokens)]
     assert (clean, corrupted) == pytest.approx(by_hand, abs=1e-6)
     assert clean != corrupted
+
+
+def test_untrusted_baselines_are_named_with_their_values():
+    from app_helpers.metrics import TRUSTED_GAP, baseline_problems
+
+    assert baseline_problems(3.0, -1.0, "logit_diff") == []
+    negative = baseline_problems(-0.5, -2.0, "logit_diff")
+    assert len(negative) == 1 and "-0.5" in negative[0] and "does not do the task" in negative[0]
+    small = baseline_problems(1.0, 1.0 - TRUSTED_GAP["logit_diff"] / 2, "logit_diff")
+    assert len(small) == 1 and "0.05" in small[0] and "TRUSTED_GAP" in small[0]
+    assert len(baseline_problems(float("nan"), 0.0, "logit_diff")) == 2  # NaN never passes as trusted
+    assert baseline_problems(0.2, 0.195, "prob_diff") and not baseline_problems(0.2, 0.1, "prob_diff")
+
+
+def test_a_random_model_gets_a_warning_and_a_flagged_comparison(tiny_gpt2):
+    """A random-weight model does not do IOI: evaluator, engine and comparison say so (constructed case)."""
+    from app_helpers.evaluation import CircuitEvaluator
+    from app_helpers.metrics import UntrustedMetricWarning
+    from app_helpers.patching import PathPatcher
+    from app_helpers.pipeline import run_comparison
+    from app_helpers.report import comparison_record, comparison_table
+    from app_helpers.tasks import make_task
+
+    task = make_task("ioi", tiny_gpt2, 8, seed=0)
+    with pytest.warns(UntrustedMetricWarning, match="Perf on task 'ioi'"):
+        assert CircuitEvaluator(tiny_gpt2, task).problems
+    with pytest.warns(UntrustedMetricWarning, match="path patching on task 'ioi'"):
+        assert PathPatcher.from_task(tiny_gpt2, task).problems
+    with pytest.warns(UntrustedMetricWarning):
+        c = run_comparison(tiny_gpt2, "ioi", n=8, eval_n=8, seed=0, show_progress=False, scales=(1.0,),
+                           thresholds=(0.0,))
+    assert c.problems and comparison_record(c)["problems"] == c.problems
+    assert "WARNING — numbers above are not to be trusted" in comparison_table(c)
