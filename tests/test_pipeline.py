@@ -123,3 +123,20 @@ def test_task_options_reach_both_prompt_sets_and_the_record(tiny_gpt2):
     assert torch.equal(held.corrupted_tokens[rows, held.word_pos["S2"]], held.clean_tokens[rows, held.word_pos["IO"]])
     assert report.comparison_record(c)["task_options"] == {"corruption": "ABA", "prepend_bos": True,
                                                           "metric": "logit_diff"}
+
+
+def test_the_same_seed_gives_byte_identical_circuits(comparison, tiny_gpt2):
+    """A second run with the same settings writes the same circuits, byte for byte, into the JSON record
+    (and a different seed draws other prompts, so the check is not between two constants)."""
+    def circuits(c):
+        record = report.comparison_record(c)
+        return json.dumps({m: (record[m]["circuit"], [g["heads"] for g in record[m]["grid"]])
+                           for m in ("dense", "app")}, sort_keys=True).encode()
+
+    again = run_comparison(tiny_gpt2, "ioi", n=12, eval_n=12, seed=0, model_name="tiny", show_progress=False,
+                           scales=(0.0, 1.0), thresholds=(0.0,))
+    assert circuits(again) == circuits(comparison)
+    assert report.comparison_record(again)["pruning"]["scores"] == report.comparison_record(comparison)["pruning"]["scores"]
+    other = run_comparison(tiny_gpt2, "ioi", n=12, eval_n=12, seed=1, model_name="tiny", show_progress=False,
+                           scales=(0.0, 1.0), thresholds=(0.0,))
+    assert other.eval_task.clean_prompts != comparison.eval_task.clean_prompts
