@@ -30,6 +30,7 @@ def cmd_run(args) -> int:
     import torch
 
     task_options = _task_options(args.task_option)  # before loading anything: bad input fails fast
+    report.check_output_folder(Path(args.out))
     size = sizing.with_overrides(args.size, n=args.n, eval_n=args.eval_n)
     torch.manual_seed(args.seed)
     bridge = models.load_model(args.model, device=args.device, dtype=args.dtype, task=args.task)
@@ -48,9 +49,9 @@ def cmd_run(args) -> int:
                                 task_options=task_options)
     print(report.comparison_table(comparison))
     out = Path(args.out)
-    report.write_json_atomic(report.comparison_record(comparison), out / "comparison.json")
-    figures = report.save_figures(comparison, out, bridge.cfg.n_layers, bridge.cfg.n_heads)
-    print(f"wrote {out / 'comparison.json'} and {len(figures)} figures to {out}/")
+    written = report.write_outputs(comparison, out, bridge.cfg.n_layers, bridge.cfg.n_heads)
+    print(f"wrote {out / report.RECORD} and {len(written) - 1} figures to {out}/ (one set: the previous run's "
+          "outputs there were replaced)")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -163,6 +164,68 @@ def standard_json(value):
         return value
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+RECORD = "comparison.json"
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Refuse a folder that holds anything but an earlier run's outputs (``RECORD`` and PNG figures): a
+    run replaces its folder as a whole, which must never take a user's other files with it."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {str(out_dir)!r} is a file, not a folder; name a new or empty folder")
+    strangers = sorted(p.name for p in out_dir.iterdir() if p.name != RECORD and p.suffix != ".png") \
+        if out_dir.is_dir() else []
+    if strangers:
+        raise ValueError(f"--out {str(out_dir)!r} holds files that are not a run's outputs "
+                         f"({', '.join(strangers[:3])}{', …' if len(strangers) > 3 else ''}); a run replaces "
+                         "its folder as a whole, so name a new or empty folder")
+
+
+def write_outputs(c: Comparison, out_dir: Path, n_layers: int, n_heads: int) -> list[Path]:
+    """The JSON record and the figures as one set: written into a temporary sibling folder, which then
+    replaces ``out_dir`` by renames, so a reader sees the previous run's set or this one, never a mix.
+    Temporary folders of killed runs are removed first (a previous set caught mid-swap is restored)."""
+    out_dir = Path(out_dir)
+    check_output_folder(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    try:
+        write_json_atomic(comparison_record(c), tmp / RECORD)
+        figures = save_figures(c, tmp, n_layers, n_heads)
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return [out_dir / RECORD, *(out_dir / p.name for p in figures)]
+
+
+def _clean_stale(out_dir: Path) -> None:
+    for stale in sorted(out_dir.parent.glob(f".{out_dir.name}.*-*")):
+        kind, _, pid = stale.name.rpartition("-")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if kind.endswith(".old") and not out_dir.exists():
+            os.replace(stale, out_dir)  # killed between the two renames: the previous set comes back
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # an earlier run of this very process that was interrupted
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def save_figures(c: Comparison, out_dir: Path, n_layers: int, n_heads: int) -> list[Path]:

@@ -140,3 +140,41 @@ def test_the_same_seed_gives_byte_identical_circuits(comparison, tiny_gpt2):
     other = run_comparison(tiny_gpt2, "ioi", n=12, eval_n=12, seed=1, model_name="tiny", show_progress=False,
                            scales=(0.0, 1.0), thresholds=(0.0,))
     assert other.eval_task.clean_prompts != comparison.eval_task.clean_prompts
+
+
+def _listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_outputs_are_one_set_replaced_whole(comparison, tmp_path, monkeypatch):
+    import subprocess
+
+    out = tmp_path / "run"
+    first = report.write_outputs(comparison, out, 2, 4)
+    assert {p.name for p in first} == set(_listing(out)) and "comparison.json" in _listing(out)
+    before = {name: (out / name).read_bytes() for name in _listing(out)}
+    # a run killed while writing left its temporary folder (a dead pid), and one killed between the two
+    # renames left only the previous set, moved aside
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f".run.tmp-{dead.pid}").mkdir()
+    (tmp_path / f".run.tmp-{dead.pid}" / "comparison.json").write_text("{half")
+    # an interrupted figure phase: the previous set survives intact and no temporary folder remains
+    monkeypatch.setattr(report, "save_figures", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        report.write_outputs(comparison, out, 2, 4)
+    monkeypatch.undo()
+    assert {name: (out / name).read_bytes() for name in _listing(out)} == before
+    assert _listing(tmp_path) == ["run"]  # the stale folder went too
+    os.replace(out, tmp_path / f".run.old-{dead.pid}")
+    report.write_outputs(comparison, out, 2, 4)  # restores the moved-aside set, then replaces it
+    assert _listing(tmp_path) == ["run"] and set(_listing(out)) == set(before)
+
+
+def test_an_output_folder_with_other_files_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"notes\.txt.*new or empty folder"):
+        report.check_output_folder(tmp_path)
+    with pytest.raises(ValueError, match="is a file"):
+        report.check_output_folder(tmp_path / "notes.txt")
+    report.check_output_folder(tmp_path / "new")  # a new folder is fine
