@@ -49,11 +49,11 @@ class Cost:
         return Cost(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
 
     def add_pass(self, cfg, rows: int, tokens: int, layers: int, unembed: bool = False,
-                 stop_at_last_z: bool = False) -> None:
+                 stop_at_last_z: bool = False, extra_per_token: int = 0) -> None:
         """Count one executed forward pass of ``rows`` prompts over ``tokens`` positions through ``layers``
-        whole blocks (``stop_at_last_z``: the last of them only up to its heads' outputs), and the
-        unembedding of one position per row when ``unembed``."""
-        per_token = layers * layer_flops_per_token(cfg, tokens)
+        whole blocks (``stop_at_last_z``: the last of them only up to its heads' outputs), plus
+        ``extra_per_token`` FLOPs, and the unembedding of one position per row when ``unembed``."""
+        per_token = layers * layer_flops_per_token(cfg, tokens) + extra_per_token
         if stop_at_last_z and layers:
             per_token += qkv_flops_per_token(cfg, tokens) - layer_flops_per_token(cfg, tokens)
         self.forward_passes += 1

@@ -323,11 +323,8 @@ class PathPatcher(_PatchingBase):
     def _charge(self, rows: int, full_layers: int, qkv: bool = False, unembed: bool = False,
                 tokens: int | None = None) -> None:
         """Count one executed pass of ``rows`` prompts over ``tokens`` positions (default: all)."""
-        tokens = tokens or self.seq_len
-        layer_flops = layer_flops_per_token(self.cfg, tokens)
-        self.cost.forward_passes += 1
-        self.cost.flops += rows * (tokens * (full_layers * layer_flops + qkv * self._qkv_flops)
-                                   + unembed * unembed_flops(self.cfg))
+        self.cost.add_pass(self.cfg, rows, tokens or self.seq_len, full_layers, unembed,
+                           extra_per_token=qkv * self._qkv_flops)
 
     def _chunks(self, senders: list[Head]) -> list[list[Head]]:
         """Consecutive same-layer groups of at most ``chunk_size`` senders."""
@@ -404,8 +401,8 @@ class PathPatcher(_PatchingBase):
         with timed(self.cost):
             for layer, heads in sorted(by_layer.items()):
                 wanted = self._senders(senders, layer)
-                jobs = {head_input((layer, h), c): set(self._missing(head_input((layer, h), c), layer, wanted))
-                        for h in sorted(set(heads)) for c in HEAD_INPUTS}
+                receivers = [head_input((layer, h), c) for h in sorted(set(heads)) for c in HEAD_INPUTS]
+                jobs = {r: set(self._missing(r, layer, wanted)) for r in receivers}
                 for chunk in self._chunks(sorted(set().union(*jobs.values()))):
                     self._score_chunk(chunk, layer, jobs)
 

@@ -109,7 +109,7 @@ def run_comparison(model, task_name: str = "ioi", n: int = 100, seed: int = 0, e
     dense = run_grid(model, task, held_out, Method.DENSE, None, scales, thresholds, engine_kwargs, show_progress)
     app = run_grid(model, task, held_out, Method.APP, pruning.merged, scales, thresholds, engine_kwargs,
                    show_progress)
-    pruned = {"FLAP": pruning.kept["flap"], "Contrastive": pruning.kept["contrastive"], "Merged": pruning.merged}
+    pruned = pruning.cliff_sets()
     pruned_perf = {label: r.perf for label, r in zip(pruned, held_out.evaluate(list(pruned.values())))}
     problems = list(dict.fromkeys(dense.problems + held_out.problems))
     return Comparison(model_name, task.name, n, eval_n, seed, pruning, dense, app, dict(references or {}),

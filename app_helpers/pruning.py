@@ -312,6 +312,10 @@ class PruningResult:
     n_heads_total: int
     cost: Cost  # measured: the scoring passes and every evaluation pass of the sweeps, and the wall time
 
+    def cliff_sets(self) -> dict[str, frozenset]:
+        """The pruned sets as the paper's Table 2 names them: each method's kept set and their union."""
+        return {"FLAP": self.kept["flap"], "Contrastive": self.kept["contrastive"], "Merged": self.merged}
+
 
 def prune_for_app(model, task, sparsities=DEFAULT_SPARSITIES, rule: str = "first",
                   sparsity: dict[str, float] | None = None, ablation: str = "mean",

@@ -78,9 +78,8 @@ def table2_rows(c: Comparison) -> dict[str, tuple[float, int, float | None]]:
     circuit) — how much of the circuit survives pruning, and whether the survivors still do the task."""
     if not c.pruned_perf:
         raise ValueError("this Comparison carries no held-out Perf of the pruned sets; build it with run_comparison")
-    sets = {"FLAP": c.pruning.kept["flap"], "Contrastive": c.pruning.kept["contrastive"], "Merged": c.pruning.merged}
     rows = {"PP": (c.dense.perf, len(c.dense.circuit), None)}
-    for label, heads in sets.items():
+    for label, heads in c.pruning.cliff_sets().items():
         rows[label] = (c.pruned_perf[label], len(heads), 100 * overlap(heads, c.dense.circuit).tpr)
     return rows
 
