@@ -87,12 +87,12 @@ def test_engine_equals_naive_reference_on_the_bundled_model(model, small_ioi, na
 
 
 def test_head_scores_equal_naive_computation_on_the_bundled_model(model, small_ioi):
-    from test_pruning import naive_scores
+    from references import naive_head_scores
 
     from app_helpers import pruning
 
     got = pruning.score_heads(model, small_ioi, batch_size=4)
-    want = naive_scores(model, small_ioi.clean_tokens, small_ioi.corrupted_tokens, small_ioi.attention_mask,
+    want = naive_head_scores(model, small_ioi.clean_tokens, small_ioi.corrupted_tokens, small_ioi.attention_mask,
                         small_ioi.attention_mask)
     for method in pruning.METHODS:
         torch.testing.assert_close(got[method].scores, want[method].float(), atol=1e-5, rtol=0)

@@ -9,6 +9,7 @@ from app_helpers.costs import layer_flops_per_token, unembed_flops
 from app_helpers.evaluation import CircuitEvaluator, evaluate_circuit, evaluate_circuits
 from app_helpers.metrics import logit_diff
 from app_helpers.tasks import make_task
+from references import counted_flops
 
 ALL_HEADS = [(layer, head) for layer in range(2) for head in range(4)]
 
@@ -146,12 +147,13 @@ def test_no_hidden_cache_a_changed_model_gets_fresh_baselines(tiny_gpt2, ioi):
 
 def test_the_evaluator_counts_the_passes_it_runs(tiny_gpt2, ioi):
     """Baselines: two passes over [n, seq]; then one pass per ``max_batch`` rows, cut to the batch's longest
-    prompt; FLOPs by the analytic per-token count of every layer plus one unembedding per row."""
-    ev = CircuitEvaluator(tiny_gpt2, ioi, max_batch=10)
+    prompt; FLOPs by the analytic per-token count of every layer plus one unembedding per row, and by
+    torch's count of the matmuls it ran."""
+    ev, setup_flops = counted_flops(CircuitEvaluator, tiny_gpt2, ioi, max_batch=10)
     cfg, (n, seq) = tiny_gpt2.cfg, ioi.clean_tokens.shape
     full = n * (seq * cfg.n_layers * layer_flops_per_token(cfg, seq) + unembed_flops(cfg))
     assert ev.cost.forward_passes == 2 and ev.cost.flops == 2 * full
-    ev.evaluate([ALL_HEADS, []])  # 2 circuits x 12 prompts = 24 rows: passes of 10, 10 and 4 rows
+    _, eval_flops = counted_flops(ev.evaluate, [ALL_HEADS, []])  # 24 rows: passes of 10, 10 and 4 rows
     rows = torch.arange(2 * n)
     expected = 0
     for start in range(0, 2 * n, 10):
@@ -159,6 +161,7 @@ def test_the_evaluator_counts_the_passes_it_runs(tiny_gpt2, ioi):
         width = int(ioi.lengths[prompts].max())
         expected += len(prompts) * (width * cfg.n_layers * layer_flops_per_token(cfg, width) + unembed_flops(cfg))
     assert ev.cost.forward_passes == 2 + 3 and ev.cost.flops == 2 * full + expected
+    assert (setup_flops, eval_flops) == (2 * full, expected)  # and torch's own count agrees
 
 
 def test_bad_input_is_a_clear_error(tiny_gpt2, ioi):

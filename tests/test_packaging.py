@@ -95,3 +95,9 @@ def test_the_wheel_ships_the_bundled_models():
             if f.is_file():
                 rel = f.relative_to(ROOT / "data")
                 assert any(rel.match(p) for p in patterns), f"{rel} would be left out of the wheel"
+
+
+def test_the_wheel_ships_every_subpackage():
+    packages = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "app_helpers").rglob("__init__.py")}
+    assert on_disk <= packages, f"add to pyproject's packages: {sorted(on_disk - packages)}"

@@ -6,6 +6,7 @@ import torch
 
 from app_helpers.identities import HEAD_INPUTS
 from app_helpers.patching import NaivePathPatcher, PathPatcher, length_groups
+from references import counted_flops
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +111,50 @@ def test_fewer_passes_and_flops_than_naive_and_a_lower_bound_that_holds(model, p
     assert work.sender_evaluations == 12 + 3 * 4 + 3 * 8
     assert work.flops_lower_bound <= work.flops
     assert work.forward_passes < work.sender_evaluations
+
+
+@pytest.mark.parametrize("engine", ["naive", "fast"])
+def test_counted_flops_equal_what_torch_counts(model, problem, engine):
+    """Every pass an engine charges — its caches, logits senders, head receivers over length groups — is
+    exactly the matmul work torch itself counts while the engine runs."""
+    make = (lambda: NaivePathPatcher(model, *problem)) if engine == "naive" else \
+        (lambda: PathPatcher(model, *problem, chunk_size=2))
+    patcher, flops = counted_flops(make)
+    assert patcher.cost.flops == flops > 0
+    for work in (lambda: patcher.to_logits([(0, 1), (1, 2), (1, 3)]),
+                 lambda: [patcher.to_head((2, 1), c, [(0, 0), (1, 2)]) for c in HEAD_INPUTS]):
+        before = patcher.cost.flops
+        _, flops = counted_flops(work)
+        assert patcher.cost.flops - before == flops > 0
+
+
+def test_lower_bound_is_reached_where_nothing_can_be_shared(model):
+    """Equal-length prompts, one sender per pass: the engine runs exactly the work the lower bound
+    describes (the sender's layers at END only; one q/k/v record and one receiver pass per component),
+    so the bound equals torch's count of the passes run; the naive engine runs far more."""
+    gen = torch.Generator().manual_seed(1)
+    clean = torch.randint(0, 1000, (4, 6), generator=gen)
+    corrupted = clean.clone()
+    corrupted[:, 1] = torch.randint(0, 1000, (4,), generator=gen)
+    end_pos = torch.full((4,), 5)
+
+    def metric(logits):
+        return logits[..., 11] - logits[..., 12]
+    for receiver in [None, (2, 1), (1, 0)]:
+        fast, naive = (cls(model, clean, corrupted, end_pos, metric, **kw)
+                       for cls, kw in ((PathPatcher, {"chunk_size": 1}), (NaivePathPatcher, {})))
+        costs = []
+        for patcher in (fast, naive):
+            before = patcher.cost.copy()
+            if receiver is None:
+                work = (lambda p: p.to_logits([(0, 3), (1, 2)]))
+            else:
+                work = (lambda p: [p.to_head(receiver, c, [(0, 3), (0, 1)]) for c in HEAD_INPUTS])
+            _, flops = counted_flops(work, patcher)
+            costs.append((patcher.cost - before, flops))
+        (fast_cost, fast_flops), (naive_cost, naive_flops) = costs
+        assert fast_cost.flops_lower_bound == fast_cost.flops == fast_flops
+        assert naive_cost.flops_lower_bound == fast_flops < naive_cost.flops == naive_flops
 
 
 def test_bad_inputs_are_clear_errors(model, problem):

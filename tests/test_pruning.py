@@ -5,37 +5,7 @@ import pytest
 import torch
 
 from app_helpers import pruning
-
-
-def naive_scores(model, clean, corrupted, clean_mask, corrupted_mask):
-    """The formulas of method.md §1, written out literally over a full activation cache."""
-    cfg = model.cfg
-    out = {"flap": torch.zeros(cfg.n_layers, cfg.n_heads), "contrastive": torch.zeros(cfg.n_layers, cfg.n_heads)}
-    _, cache_clean = model.run_with_cache(clean)
-    _, cache_corr = model.run_with_cache(corrupted)
-    for layer in range(cfg.n_layers):
-        W_O = model.blocks[layer].attn.W_O.reshape(cfg.n_heads * cfg.d_head, -1).double()
-        channel = {}
-        xc = cache_clean[f"blocks.{layer}.attn.hook_z"].flatten(2).double()  # [n, pos, C]
-        xr = cache_corr[f"blocks.{layer}.attn.hook_z"].flatten(2).double()
-        C = xc.shape[-1]
-        flap, contrastive = torch.zeros(C, dtype=torch.float64), torch.zeros(C, dtype=torch.float64)
-        for j in range(C):
-            values = xc[..., j][clean_mask]
-            var = values.var(unbiased=True)
-            w2 = (W_O[j] ** 2).sum()
-            flap[j] = (var * w2) ** 2
-            e_clean = torch.stack([(xc[i, :, j][clean_mask[i]] ** 2).sum() for i in range(len(xc))]).mean()
-            e_corr = torch.stack([(xr[i, :, j][corrupted_mask[i]] ** 2).sum() for i in range(len(xr))]).mean()
-            wifn_clean = W_O[j].abs().mean() * e_clean.sqrt()
-            wifn_corr = W_O[j].abs().mean() * e_corr.sqrt()
-            contrastive[j] = (wifn_clean**2 - wifn_corr**2).abs()
-        channel["flap"], channel["contrastive"] = flap, contrastive
-        for name, values in channel.items():
-            z = (values - values.mean()) / values.std(unbiased=True)
-            for h in range(cfg.n_heads):
-                out[name][layer, h] = z[h * cfg.d_head:(h + 1) * cfg.d_head].mean()
-    return out
+from references import counted_flops, naive_head_scores
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +22,20 @@ def prompts():
 def test_scores_equal_naive_computation(tiny_gpt2, prompts):
     clean, corrupted, mask = prompts
     got = pruning.score_heads_from_tokens(tiny_gpt2, clean, corrupted, mask, mask, batch_size=4)
-    want = naive_scores(tiny_gpt2, clean, corrupted, mask, mask)
+    want = naive_head_scores(tiny_gpt2, clean, corrupted, mask, mask)
     for method in pruning.METHODS:
         assert got[method].scores.shape == (2, 4)
         torch.testing.assert_close(got[method].scores, want[method].float(), atol=1e-5, rtol=0)
+
+def test_scoring_cost_is_what_torch_counts(tiny_gpt2, prompts):
+    """The scoring passes stop at the last layer's z: their counted FLOPs are the matmuls really run."""
+    from app_helpers.costs import Cost
+
+    clean, corrupted, mask = prompts
+    cost = Cost()
+    _, flops = counted_flops(pruning.score_heads_from_tokens, tiny_gpt2, clean, corrupted, mask, mask,
+                             batch_size=4, cost=cost)
+    assert cost.flops == flops > 0 and cost.forward_passes == 4  # 6 prompts in batches of 4, twice
 
 
 @pytest.mark.parametrize("batch_size", [1, 4, 100])

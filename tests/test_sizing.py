@@ -2,7 +2,7 @@
 import pytest
 
 from app_helpers import sizing
-from app_helpers.costs import layer_flops_per_token, unembed_flops
+from app_helpers.costs import layer_flops_per_token
 from app_helpers.pruning import DEFAULT_SPARSITIES
 
 SHAPE = sizing.Shape(n_layers=3, n_heads=2, d_model=8, d_head=4, d_mlp=32, d_vocab=10)

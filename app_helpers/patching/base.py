@@ -1,0 +1,122 @@
+"""What both engines share: the prompts, the clean/corrupted baselines, the normalised score, the checks
+on senders and receivers, and the least work an exact method needs (``Cost.flops_lower_bound``)."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+
+from ..costs import Cost, layer_flops_per_token, qkv_flops_per_token, unembed_flops
+from ..hooks import logits_at, model_device
+from ..identities import Head, head_input
+from ..metrics import task_metric, warn_if_untrusted
+
+#: end-position logits [..., n_prompts, vocab] → per-prompt metric [..., n_prompts] (e.g. logit difference)
+Metric = Callable[[torch.Tensor], torch.Tensor]
+
+
+class PatchingBase:
+    """Inputs, the clean/corrupted baselines and the normalisation shared by both engines.
+
+    ``clean_tokens`` / ``corrupted_tokens``: [n_prompts, seq]; ``end_pos``: [n_prompts], the position
+    whose logits the metric reads. Subclasses compute the baselines and call ``_set_baselines``.
+    """
+
+    def __init__(self, model, clean_tokens: torch.Tensor, corrupted_tokens: torch.Tensor,
+                 end_pos: torch.Tensor, metric: Metric):
+        if clean_tokens.shape != corrupted_tokens.shape or clean_tokens.ndim != 2:
+            raise ValueError(f"clean tokens {tuple(clean_tokens.shape)} and corrupted tokens "
+                             f"{tuple(corrupted_tokens.shape)} must be [n_prompts, seq] of the same shape")
+        n, seq = clean_tokens.shape
+        end_pos = torch.as_tensor(end_pos)
+        if end_pos.shape != (n,) or int(end_pos.min()) < 0 or int(end_pos.max()) >= seq:
+            raise ValueError(f"end_pos must hold one position in [0, {seq}) per prompt ({n} prompts)")
+        self.model, self.cfg, self.metric = model, model.cfg, metric
+        self.problems: list[str] = []  # why the normalised scores cannot be trusted (``from_task`` checks)
+        self.device = model_device(model)
+        self.clean_tokens = clean_tokens.to(self.device)
+        self.corrupted_tokens = corrupted_tokens.to(self.device)
+        self.end_pos = end_pos.to(self.device)
+        self.n_prompts, self.seq_len = n, seq
+        self.cost = Cost()
+        self._sender_passes_seen: set[tuple[Head, int]] = set()
+        self._needed_positions = int((self.end_pos + 1).sum())  # causal: nothing after END reaches it
+
+    @classmethod
+    def from_task(cls, model, task, **kwargs):
+        """An engine for a ``TaskData``: its tokens, prediction positions and metric (per-prompt answers)."""
+        task = task.to(model_device(model))
+        engine = cls(model, task.clean_tokens, task.corrupted_tokens, task.end_pos, task_metric(task), **kwargs)
+        # The task names its metric, so its trust threshold applies (a bare metric callable has none).
+        engine.problems = warn_if_untrusted(engine.ld_clean, engine.ld_corrupted, task.metric,
+                                            f"path patching on task {task.name!r}")
+        return engine
+
+    def _set_baselines(self, ld_clean: float, ld_corrupted: float) -> None:
+        self.ld_clean, self.ld_corrupted = ld_clean, ld_corrupted
+        if abs(ld_clean - ld_corrupted) < 1e-6:
+            raise ValueError(f"clean and corrupted prompts give the same metric ({ld_clean:.4g}): there is "
+                             "no behaviour to patch; check the task and the model")
+
+    def prefetch(self, receivers: Iterable[Head], senders: Iterable[Head] | None = None) -> None:
+        """Hint that these receivers come next; the naive reference ignores it (it shares nothing)."""
+
+    def normalise(self, ld_patched: torch.Tensor) -> torch.Tensor:
+        """0 = clean behaviour, -1 = as bad as the corrupted prompts."""
+        return (ld_patched - self.ld_clean) / (self.ld_clean - self.ld_corrupted)
+
+    def _senders(self, senders: Iterable[Head] | None, below_layer: int) -> list[Head]:
+        """Requested senders that can influence a receiver in ``below_layer``, sorted by (layer, head)."""
+        valid = {Head(l, h) for l in range(below_layer) for h in range(self.cfg.n_heads)}
+        if senders is None:
+            return sorted(valid)
+        senders = {Head(int(l), int(h)) for l, h in senders}
+        bad = {s for s in senders if not (0 <= s[0] < self.cfg.n_layers and 0 <= s[1] < self.cfg.n_heads)}
+        if bad:
+            raise ValueError(f"heads {', '.join(map(str, sorted(bad)))} do not exist in a {self.cfg.n_layers}x{self.cfg.n_heads} model")
+        return sorted(senders & valid)
+
+    def _check_receiver(self, receiver: Head, component: str) -> None:
+        head_input(receiver, component)  # refuses a component other than q, k, v
+        layer, head = receiver
+        if not (0 <= layer < self.cfg.n_layers and 0 <= head < self.cfg.n_heads):
+            raise ValueError(f"receiver {receiver} does not exist in a {self.cfg.n_layers}x{self.cfg.n_heads} model")
+
+    def _matrix(self, n_layers: int, scores: dict[Head, float]) -> torch.Tensor:
+        """[n_layers, n_heads] with ``scores`` filled in and NaN elsewhere."""
+        out = torch.full((n_layers, self.cfg.n_heads), math.nan)
+        for (l, h), value in scores.items():
+            out[l, h] = value
+        return out
+
+    def _ld(self, resid: torch.Tensor, groups: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean metric per block of ``n_prompts`` rows of ``resid`` [groups*n_prompts, pos, d_model], read
+        at ``positions`` (default: end_pos): [groups]."""
+        positions = self.end_pos.repeat(groups) if positions is None else positions
+        logits = logits_at(self.model, resid, positions)
+        return self.metric(logits.reshape(groups, self.n_prompts, -1)).float().mean(-1).cpu()
+
+    def _count_evaluation(self, sender: Head, receiver_layer: int | None) -> None:
+        """One (sender, receiver, component) score, and the least work an exact method needs for it.
+
+        Lower bound, in whole layers at the positions that must be computed: for a logits receiver, the
+        layers from the sender to the end at the prediction position only (frozen heads do not mix
+        positions); for a head receiver, one sender pass over every position up to each prompt's
+        prediction position to the receiver layer's q/k/v per (sender, receiver layer) over the engine's
+        lifetime (it can serve every receiver there), plus a pass from the receiver layer to the end over
+        the same positions (now attention mixes positions again).
+        """
+        cfg, n = self.cfg, self.n_prompts
+        T = self._needed_positions / n
+        self.cost.sender_evaluations += 1
+        if receiver_layer is None:
+            self.cost.flops_lower_bound += n * ((cfg.n_layers - sender[0]) * layer_flops_per_token(cfg, 1)
+                                                + unembed_flops(cfg))
+            return
+        layer_flops = layer_flops_per_token(cfg, self.seq_len)
+        if (sender, receiver_layer) not in self._sender_passes_seen:
+            self._sender_passes_seen.add((sender, receiver_layer))
+            qkv_projections = qkv_flops_per_token(cfg, 0)  # the receiver layer up to q/k/v, no attention
+            self.cost.flops_lower_bound += n * T * ((receiver_layer - sender[0]) * layer_flops + qkv_projections)
+        self.cost.flops_lower_bound += n * (T * (cfg.n_layers - receiver_layer) * layer_flops + unembed_flops(cfg))

@@ -1,0 +1,124 @@
+"""``PathPatcher``, the fast exact engine: the plan says which passes, ``execution`` runs them, the memo
+keeps every score, and each pass is charged to ``cost`` as it runs (see the package docstring)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from ..costs import qkv_flops_per_token, timed
+from ..identities import HEAD_INPUTS, LOGITS, Head, Receiver, head_input
+from . import execution
+from .base import Metric, PatchingBase
+from .memo import ScoreMemo
+from .plan import auto_chunk_size, batches, length_groups, make_view, owed_blocks, sender_chunks
+
+
+class PathPatcher(PatchingBase):
+    """The fast exact engine. Same interface and numbers as ``NaivePathPatcher``.
+
+    ``chunk_size``: senders stacked in one pass (default: as many as ``memory_mb`` allows, never more than
+    one layer's heads, so every pass starts exactly at its senders' layer). ``memory_mb`` defaults to 512
+    on an accelerator and 64 on a CPU, where wider passes spill out of the caches and run no faster.
+    """
+
+    def __init__(self, model, clean_tokens, corrupted_tokens, end_pos, metric: Metric,
+                 chunk_size: int | None = None, memory_mb: float | None = None):
+        super().__init__(model, clean_tokens, corrupted_tokens, end_pos, metric)
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1 sender per pass, got {chunk_size}")
+        if memory_mb is None:
+            memory_mb = 64 if self.device.type == "cpu" else 512
+        dtype = next(model.parameters()).dtype
+        self.chunk_size = chunk_size or auto_chunk_size(self.cfg, self.seq_len, self.n_prompts, memory_mb, dtype)
+        self._memo = ScoreMemo(self.cfg.n_layers, self.cfg.n_heads)
+        with timed(self.cost):
+            clean_resid, clean_z, clean_final = self._cache_run(self.clean_tokens)
+            _, corrupted_z, corrupted_final = self._cache_run(self.corrupted_tokens)
+            self._set_baselines(float(self._ld(clean_final, 1)), float(self._ld(corrupted_final, 1)))
+            caches = (clean_resid, clean_z, corrupted_z)
+            everyone = torch.arange(self.n_prompts, device=self.device)
+            self._end_view = make_view(everyone, self.end_pos, caches, prediction_only=True)
+            self._length_views = [make_view(torch.tensor(group, device=self.device), self.end_pos, caches)
+                                  for group in length_groups((self.end_pos + 1).tolist())]
+        self.setup_cost = self.cost.copy()  # the clean and corrupted caches: needed by any method
+
+    def _cache_run(self, tokens):
+        out = execution.cache_run(self.model, tokens)
+        self._charge(self.n_prompts, full_layers=self.cfg.n_layers, unembed=True)
+        return out
+
+    def _charge(self, rows: int, full_layers: int, qkv: bool = False, unembed: bool = False,
+                tokens: int | None = None) -> None:
+        """Count one executed pass of ``rows`` prompts over ``tokens`` positions (default: all) through
+        ``full_layers`` whole blocks, plus (``qkv``) one more block's q/k/v projections."""
+        self.cost.add_pass(self.cfg, rows, tokens or self.seq_len, full_layers, unembed,
+                           extra_per_token=qkv * qkv_flops_per_token(self.cfg, 0))
+
+    def _scores(self, final: torch.Tensor) -> list[float]:
+        """Normalised metric per block from prediction-position residuals [blocks, n_prompts, d_model]."""
+        blocks = final.shape[0]
+        at = torch.zeros(blocks * self.n_prompts, dtype=torch.long, device=self.device)
+        return self.normalise(self._ld(final.reshape(blocks * self.n_prompts, 1, -1), blocks, at)).tolist()
+
+    def to_logits(self, senders: Iterable[Head] | None = None) -> torch.Tensor:
+        """[n_layers, n_heads] normalised effect of each sender on the logits (NaN: not a sender)."""
+        n_layers, view = self.cfg.n_layers, self._end_view
+        wanted = self._senders(senders, n_layers)
+        with timed(self.cost):
+            for chunk in sender_chunks(self._memo.missing(LOGITS, wanted), self.chunk_size):
+                final = execution.logits_pass(self.model, chunk, view)
+                self._charge(len(chunk) * view.n, full_layers=n_layers - chunk[0].layer, unembed=True, tokens=1)
+                for sender, score in zip(chunk, self._scores(final.view(len(chunk), view.n, -1))):
+                    self._memo.store(LOGITS, sender, score)
+                    self._count_evaluation(sender, None)
+        return self._memo.read(LOGITS, wanted)
+
+    def to_head(self, receiver: Head, component: str, senders: Iterable[Head] | None = None) -> torch.Tensor:
+        """[receiver layer, n_heads] normalised effect of each sender through ``receiver``'s q, k or v."""
+        self._check_receiver(receiver, component)
+        senders = None if senders is None else list(senders)
+        self._score_heads([receiver], senders)
+        return self._memo.read(head_input(receiver, component), self._senders(senders, receiver[0]))
+
+    def prefetch(self, receivers: Iterable[Head], senders: Iterable[Head] | None = None) -> None:
+        """Score q, k and v of every receiver now, one sender pass per layer shared by all of them (a
+        search that will ask for all of them saves the passes it would run one receiver at a time)."""
+        self._score_heads(list(receivers), None if senders is None else list(senders))
+
+    def _score_heads(self, receivers: list[Head], senders: list[Head] | None) -> None:
+        """Compute every missing score of ``senders`` into q, k and v of ``receivers``, layer by layer."""
+        by_layer: dict[int, set[int]] = {}
+        for layer, head in receivers:
+            self._check_receiver((layer, head), "q")
+            by_layer.setdefault(layer, set()).add(head)
+        with timed(self.cost):
+            for layer, heads in sorted(by_layer.items()):
+                wanted = self._senders(senders, layer)
+                inputs = [head_input((layer, h), c) for h in sorted(heads) for c in HEAD_INPUTS]
+                missing = {r: set(self._memo.missing(r, wanted)) for r in inputs}
+                for chunk in sender_chunks(sorted(set().union(*missing.values())), self.chunk_size):
+                    self._score_chunk(chunk, layer, missing)
+
+    def _score_chunk(self, chunk: list[Head], layer: int, missing: dict[Receiver, set[Head]]) -> None:
+        """Every missing (receiver input, sender) score of ``chunk``'s senders into ``layer``: per length
+        group, one sender pass records q/k/v, then receiver passes of about ``chunk_size`` × n_prompts rows.
+
+        The metric reads every prompt's answer at once, so each length group writes its prompts' final
+        residuals into one [blocks, n_prompts, d_model] tensor that is scored when all groups are in.
+        """
+        blocks = owed_blocks(chunk, missing)
+        final = self._end_view.resid[0].new_empty(len(blocks), self.n_prompts, self.cfg.d_model)  # model dtype
+        for view in self._length_views:
+            records = execution.record_qkv(self.model, chunk, layer, view)
+            self._charge(len(chunk) * view.n, full_layers=layer - chunk[0].layer, qkv=True, tokens=view.positions)
+            per_pass = max(1, self.chunk_size * self.n_prompts // view.n)  # small groups: more blocks per pass
+            for start, group in batches(blocks, per_pass):
+                final[start:start + len(group), view.prompts] = execution.receiver_pass(
+                    self.model, group, records, len(chunk), layer, view)
+                self._charge(len(group) * view.n, full_layers=self.cfg.n_layers - layer, unembed=True,
+                             tokens=view.positions)
+        for start, group in batches(blocks, self.chunk_size):  # logits of chunk_size blocks at a time
+            for block, score in zip(group, self._scores(final[start:start + len(group)])):
+                self._memo.store(head_input((layer, block.head), block.component), chunk[block.sender], score)
+                self._count_evaluation(chunk[block.sender], layer)
