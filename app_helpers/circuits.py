@@ -65,7 +65,7 @@ class Circuit:
         """Bool [n_layers, n_heads], True for circuit heads; fails if a head lies outside the model."""
         outside = [head_name(h) for h in self.heads if h[0] >= n_layers or h[1] >= n_heads]
         if outside:
-            raise ValueError(f"circuit {self.name or ''} has heads outside a {n_layers}x{n_heads} model: "
+            raise ValueError(f"circuit {self.name + ' ' if self.name else ''}has heads outside a {n_layers}x{n_heads} model: "
                              f"{', '.join(outside)}")
         mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
         for layer, head in self.heads:
@@ -86,20 +86,38 @@ class Circuit:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Circuit":
-        unknown = set(d) - {"name", "description", "heads", "roles", "edges", "mlps"}
+        """A circuit from ``to_dict``'s layout; anything else is refused with the part that is wrong."""
+        if not isinstance(d, dict):
+            raise ValueError(f"not a circuit: expected an object with keys {sorted(_KEYS)}, got a "
+                             f"{type(d).__name__}: {str(d)[:60]}")
+        unknown = set(d) - _KEYS
         if unknown or "heads" not in d:
-            raise ValueError(f"not a circuit: expected keys heads/roles/edges/mlps/name/description, "
-                             f"got {sorted(d)}")
-        return cls(heads=tuple(d["heads"]), name=d.get("name", ""), roles=d.get("roles", {}),
-                   edges=tuple(d.get("edges", ())), mlps=tuple(d.get("mlps", ())),
-                   description=d.get("description", ""))
+            raise ValueError(f"not a circuit: expected keys {sorted(_KEYS)} ('heads' required), got {sorted(d)}")
+        for key, kind in (("heads", list), ("edges", list), ("mlps", list), ("roles", dict)):
+            if key in d and not isinstance(d[key], kind):
+                raise ValueError(f"circuit {key!r} must be a {'list' if kind is list else 'mapping'}, got "
+                                 f"{d[key]!r}")
+        edges = d.get("edges", [])
+        short = [e for e in edges if not isinstance(e, (list, tuple)) or len(e) != 3]
+        if short:
+            raise ValueError(f"a circuit edge is [sender, receiver or null, component], got {short[0]!r}")
+        mlps = d.get("mlps", [])
+        if any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in mlps):
+            raise ValueError(f"circuit 'mlps' must be layer indices (non-negative integers), got {mlps!r}")
+        return cls(heads=tuple(d["heads"]), name=str(d.get("name", "")), roles=d["roles"] if "roles" in d else {},
+                   edges=tuple(edges), mlps=tuple(mlps), description=str(d.get("description", "")))
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
     def from_json(cls, text: str) -> "Circuit":
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"not a circuit: the text is not valid JSON ({err.msg} at line {err.lineno}, "
+                             f"column {err.colno}); a circuit file is what Circuit.save writes") from None
+        return cls.from_dict(data)
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -109,7 +127,16 @@ class Circuit:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Circuit":
-        return cls.from_json(Path(path).read_text())
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no circuit file at {str(path)!r}" + (" (it is a folder)" if path.is_dir() else ""))
+        try:
+            return cls.from_json(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+
+_KEYS = {"name", "description", "heads", "roles", "edges", "mlps"}
 
 
 def _names(heads) -> str:

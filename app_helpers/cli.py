@@ -9,11 +9,13 @@ from . import devices, models, report, sizing
 from .bench import run_bench
 from .circuits import references_for
 from .pipeline import run_comparison
-from .tasks import TASKS, get_task, make_task
+from .metrics import metric_fn
+from .tasks import TASKS, generate_sentences, get_task, make_task
 
 
 def cmd_info(args) -> int:
     """Say which model a spec resolves to and how big it is, then load it to prove it works."""
+    _check_before_loading(args)
     bridge = models.load_model(args.model, device=args.device, dtype=args.dtype, task=args.task)
     facts = models.describe(bridge)
     print(f"model     {args.model} -> {models.choose_model(args.model, args.task).location}")
@@ -29,7 +31,7 @@ def cmd_run(args) -> int:
     """Dense path patching and APP side by side; table on stdout, JSON and PNG figures in ``--out``."""
     import torch
 
-    task_options = _task_options(args.task_option)  # before loading anything: bad input fails fast
+    task_options = _check_before_loading(args)
     report.check_output_folder(Path(args.out))
     size = sizing.with_overrides(args.size, n=args.n, eval_n=args.eval_n)
     torch.manual_seed(args.seed)
@@ -57,11 +59,28 @@ def cmd_run(args) -> int:
 
 def cmd_bench(args) -> int:
     """Print the benchmark table (engine vs naive, APP vs dense, FLOPs, pipeline time, GPT-2 scale)."""
+    _check_before_loading(args)
+    sizing.with_overrides("paper", n=args.n, eval_n=args.eval_n)  # the prompt counts, checked
     bridge = models.load_model(args.model, device=args.device, dtype=args.dtype, task=args.task)
     print(run_bench(bridge, models.choose_model(args.model, args.task).location, args.task, args.n, args.eval_n,
                     args.seed, grid=not args.no_grid, gpt2=not args.no_gpt2,
                     progress=lambda line: print(line, file=sys.stderr, flush=True)))
     return 0
+
+
+def _check_before_loading(args) -> dict[str, str]:
+    """Everything that can be checked without a model — the model spec, device, dtype, task and its
+    options — so that bad input fails in a second instead of after a model load. Returns the task options."""
+    options = _task_options(getattr(args, "task_option", []))
+    devices.resolve_device(args.device)
+    devices.resolve_dtype(args.dtype)
+    models.choose_model(args.model, args.task)
+    if args.task is not None:
+        metric = options.get("metric")
+        if metric is not None:
+            metric_fn(metric)
+        generate_sentences(args.task, 1, 0, **{k: v for k, v in options.items() if k != "metric"})
+    return options
 
 
 def _task_options(pairs: list[str]) -> dict[str, str]:
@@ -125,5 +144,6 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted (files already written are complete: JSON is written atomically)", file=sys.stderr)
+        print("interrupted: nothing half-written is left (a run's JSON record and figures appear together or "
+              "not at all, and the previous outputs in --out stay as they were)", file=sys.stderr)
         return 130

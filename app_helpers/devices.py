@@ -5,9 +5,26 @@ import torch
 
 
 def resolve_device(device=None) -> torch.device:
-    """The requested device, or the best available one: CUDA, then Apple's MPS, then CPU."""
+    """The requested device, or the best available one: CUDA, then Apple's MPS, then CPU.
+
+    A device that is named but absent is refused here, by name: torch would otherwise fail later, deep in a
+    forward pass, or a library would quietly fall back to the CPU.
+    """
     if device is not None:
-        return torch.device(device)
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' (or 'cuda:N') or 'mps', or leave it "
+                             "unset to pick the best available") from None
+        available = {"cpu": True, "cuda": torch.cuda.is_available(), "meta": True,
+                     "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+        if not available.get(device.type, True):
+            raise ValueError(f"device {str(device)!r} was asked for but this machine has none (no {device.type} "
+                             "device is visible to torch); use 'cpu', or leave the device unset")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} does not exist: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

@@ -19,6 +19,7 @@ from typing import Iterable, Sequence, Union
 import torch
 from torch import Tensor
 
+from . import validate
 from .circuits import Circuit, as_circuit
 from .costs import Cost, timed
 from .hooks import final_residual, hook_name, logits_at, model_device
@@ -56,19 +57,15 @@ class CircuitEvaluator:
 
     def __init__(self, model, task: TaskData, ablation: str = "mean", metric: str | None = None,
                  max_batch: int = 256):
-        if ablation not in ABLATIONS:
-            raise ValueError(f"unknown ablation {ablation!r}; choose one of {list(ABLATIONS)}")
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be positive, got {max_batch}")
+        validate.one_of("ablation", ablation, ABLATIONS)
+        max_batch = validate.integer("max_batch (rows per forward pass)", max_batch, at_least=1)
         self.model, self.ablation, self.max_batch = model, ablation, max_batch
         self.cost = Cost()  # every pass this evaluator runs, its baselines included
         self.metric_name = metric or task.metric
         self._metric = metric_fn(self.metric_name)
         self.task = task.to(model_device(model))
         self.n_layers, self.n_heads = model.cfg.n_layers, model.cfg.n_heads
-        if int(task.clean_tokens.max()) >= model.cfg.d_vocab:
-            raise ValueError(f"task {task.name!r} holds token ids beyond the model's vocabulary "
-                             f"({model.cfg.d_vocab}); build it with this model's tokenizer")
+        task.check_model(model)
         t = self.task
         with torch.inference_mode(), timed(self.cost):
             z: list[Tensor | None] = [None] * self.n_layers
@@ -77,6 +74,10 @@ class CircuitEvaluator:
             clean = self._final_logits(t.clean_tokens, t.end_pos)
             self.ld_full = self._metric(clean, t.answers).mean().item()
             self.ld_corrupted = self._metric(corrupted, t.answers).mean().item()
+            validate.finite(f"the full model's {self.metric_name} on clean and corrupted prompts",
+                            torch.tensor([self.ld_full, self.ld_corrupted]),
+                            "the model's outputs are not finite: check its weights (load_model refuses NaN) and "
+                            "use float32 if a lower precision overflowed")
             #: why this evaluator's Perf % cannot be trusted (also issued as warnings); empty when it can
             self.problems = warn_if_untrusted(self.ld_full, self.ld_corrupted, self.metric_name,
                                               f"Perf on task {task.name!r}")

@@ -40,6 +40,8 @@ BUNDLED_DEFAULT = "app-toy"
 #: Stand-in while no bundled model is shipped: a GPT-2-shaped model with random weights (see gpt2_offline).
 RANDOM_GPT2 = "random-gpt2"
 AUTO = "auto"
+#: Class-name endings of the Hugging Face models the kit can patch: decoder-only language models.
+CAUSAL_LM_CLASSES = ("ForCausalLM", "LMHeadModel")
 #: Hook names every path-patching step relies on (per-head outputs and inputs).
 PER_HEAD_HOOKS = ("z", "q", "k", "v")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -180,7 +182,24 @@ def load_model(spec: str = AUTO, device=None, dtype=None, attn_result: bool = Fa
 
 
 def check_patchable(bridge, name: str = "model") -> None:
-    """Fail clearly if the architecture lacks the per-head hooks that scores and path patching use."""
+    """Fail clearly if the model is not a decoder-only language model with the per-head hooks that scores
+    and path patching use, or if its weights are not finite.
+
+    The hooks alone do not tell: TransformerBridge gives an encoder such as BERT the same per-head hook
+    names, and patching would run on it and print numbers about a masked-LM that has no next token.
+    """
+    original = getattr(bridge, "original_model", None)
+    kind = type(original).__name__
+    if original is not None and not kind.endswith(CAUSAL_LM_CLASSES):
+        raise ModelLoadError(f"{name} is a {kind}, not a decoder-only causal language model: the kit reads the "
+                             "next-token prediction, which encoders and encoder-decoders do not make; use a "
+                             "GPT-2, Qwen2 or Llama-style model (a *ForCausalLM / *LMHeadModel)")
+    if original is not None:
+        for pname, param in original.named_parameters():
+            if not bool(param.isfinite().all()):
+                bad = int((~param.isfinite()).sum())
+                raise ModelLoadError(f"{name} has {bad} non-finite weight(s) (NaN or inf) in {pname!r}: every "
+                                     "score and Perf % would be NaN; retrain or re-save the model")
     hooks = set(getattr(bridge, "hook_dict", {}))
     n_layers = getattr(getattr(bridge, "cfg", None), "n_layers", 0) or 0
     missing = [hook_name(layer, point) for layer in range(n_layers) for point in PER_HEAD_HOOKS

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import validate
 from .costs import Cost, timed
 from .evaluation import CircuitEvaluator
 from .hooks import hook_name, model_device, run_until
@@ -71,6 +72,7 @@ def collect_channel_stats(model, tokens: torch.Tensor, mask: torch.Tensor | None
         mask = torch.ones_like(tokens, dtype=torch.bool)
     if mask.shape != tokens.shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} differs from tokens shape {tuple(tokens.shape)}")
+    batch_size = validate.integer("batch_size (prompts per scoring pass)", batch_size, at_least=1)
     cfg = model.cfg
     channels = cfg.n_heads * cfg.d_head
     device = model_device(model)
@@ -158,6 +160,10 @@ def score_heads_from_tokens(model, clean_tokens, corrupted_tokens=None, clean_ma
         channel = contrastive_channel_scores(clean, corrupted, mean_abs)
         out["contrastive"] = HeadScores("contrastive", heads_from_channels(channel, model.cfg.n_heads),
                                         channel)
+    for method, result in out.items():
+        validate.finite(f"the {method} head scores", result.scores,
+                        "the model's activations are not finite (check its weights; use float32 if a lower "
+                        "precision overflowed) or a layer's channels are all constant")
     return out
 
 
@@ -183,8 +189,20 @@ def rank_heads(scores: torch.Tensor) -> list[tuple[int, int]]:
 
 
 def prune(scores: HeadScores | torch.Tensor, sparsity: float) -> frozenset[tuple[int, int]]:
-    """The heads kept at ``sparsity`` with one global threshold over all layers."""
-    matrix = scores.scores if isinstance(scores, HeadScores) else scores
+    """The heads kept at ``sparsity`` with one global threshold over all layers; refuses NaN scores (the
+    ranking would be by index) and a sparsity that keeps no head (nothing would be left to search)."""
+    matrix = validate.matrix("head scores", scores.scores if isinstance(scores, HeadScores) else scores)
+    validate.finite("head scores", matrix, "score the heads again (score_heads) on a model with finite weights")
+    kept = _keep(matrix, sparsity)
+    if not kept:
+        n = matrix.numel()
+        raise validate.InputError(f"sparsity {sparsity} keeps 0 of {n} heads: nothing would be left to search; "
+                                  f"use a sparsity of at most {1 - 0.5 / n:.4f}")
+    return kept
+
+
+def _keep(matrix: torch.Tensor, sparsity: float) -> frozenset[tuple[int, int]]:
+    """The top ``n_kept`` heads of ``matrix``, possibly none (a sweep's last points may keep nothing)."""
     return frozenset(rank_heads(matrix)[:n_kept(matrix.numel(), sparsity)])
 
 
@@ -213,12 +231,13 @@ def find_cliff(sparsities, perfs, rule: str = "first", fallback: float = FALLBAC
     of the points that remain). "first": the first such point; "biggest": the largest drop; "fixed", a
     flat curve, or no cliff: ``fallback`` (0.75 in the paper's code).
     """
-    if rule not in CLIFF_RULES:
-        raise ValueError(f"unknown cliff rule {rule!r}; choose from {list(CLIFF_RULES)}")
-    perfs = [float(p) for p in perfs]
-    sparsities = [float(s) for s in sparsities]
-    if len(perfs) != len(sparsities) or len(perfs) < 2:
-        raise ValueError("a cliff needs at least two (sparsity, perf) points of equal count")
+    validate.one_of("cliff rule", rule, CLIFF_RULES)
+    check_sparsity(fallback)
+    sparsities, perfs = _checked(sparsities), list(perfs)
+    if len(perfs) != len(sparsities):
+        raise validate.InputError(f"a cliff needs one Perf per sparsity: got {len(perfs)} Perf values for "
+                                  f"{len(sparsities)} sparsities")
+    perfs = [validate.number(f"Perf at sparsity {p}", perf) for p, perf in zip(sparsities, perfs)]
     window = max(1, round((len(perfs) - 1) / 10))
     threshold = (max(perfs) - min(perfs)) / 10
     drops = tuple(perfs[i] - min(perfs[i + 1:i + 1 + window]) for i in range(len(perfs) - 1))
@@ -244,6 +263,7 @@ def score_heads(model, task, methods=METHODS, batch_size: int = 64, cost: Cost |
     """
     if task is None or len(task) == 0:
         raise ValueError("scoring needs a task with at least one prompt; build one with make_task(...)")
+    task.check_model(model)
     return score_heads_from_tokens(model, task.clean_tokens, task.corrupted_tokens, task.attention_mask,
                                    task.attention_mask, methods, batch_size, cost)
 
@@ -272,11 +292,13 @@ def sparsity_sweep(evaluator: CircuitEvaluator, scores: HeadScores, sparsities=D
     All pruned models are evaluated in one batched call; heads that survive keep their clean values.
     """
     sparsities = _checked(sparsities)
-    return _evaluate_sweep(evaluator, scores.method, sparsities, [prune(scores, p) for p in sparsities], rule)
+    matrix = validate.finite(f"the {scores.method} head scores", scores.scores, "score the heads again")
+    return _evaluate_sweep(evaluator, scores.method, sparsities, [_keep(matrix, p) for p in sparsities], rule)
 
 
 def merged_sweep(evaluator: CircuitEvaluator, sweeps: list[SweepResult], rule: str = "first") -> SweepResult:
     """The union of several methods' kept sets at each common sparsity, evaluated the same way."""
+    validate.nonempty("sweeps", sweeps, "pass the per-method sweeps to merge (sparsity_sweep results)")
     sparsities = sweeps[0].sparsities
     if any(s.sparsities != sparsities for s in sweeps):
         raise ValueError("sweeps to merge must share their sparsity grid")
@@ -285,9 +307,14 @@ def merged_sweep(evaluator: CircuitEvaluator, sweeps: list[SweepResult], rule: s
 
 
 def _checked(sparsities) -> list[float]:
-    sparsities = [float(p) for p in sparsities]
+    """A sweep's sparsities: at least two, each in [0, 1), increasing (a curve and its cliff need them so)."""
+    sparsities = list(sparsities)
     for p in sparsities:
         check_sparsity(p)
+    sparsities = [float(p) for p in sparsities]
+    if len(sparsities) < 2 or any(b <= a for a, b in zip(sparsities, sparsities[1:])):
+        raise validate.InputError(f"sparsities must be at least two increasing values in [0, 1) (a curve to find "
+                                  f"the cliff on), got {sparsities}")
     return sparsities
 
 
@@ -322,6 +349,13 @@ def prune_for_app(model, task, sparsities=DEFAULT_SPARSITIES, rule: str = "first
                   batch_size: int = 64) -> PruningResult:
     """Score heads both ways, sweep, take each method's cliff (or ``sparsity[method]`` to override it),
     and merge the two kept sets."""
+    validate.one_of("cliff rule", rule, CLIFF_RULES)
+    sparsities = _checked(sparsities)
+    unknown = sorted(set(sparsity or {}) - set(METHODS))
+    if unknown:
+        raise validate.InputError(f"sparsity overrides for unknown method(s) {unknown}; methods are {list(METHODS)}")
+    for p in (sparsity or {}).values():
+        check_sparsity(p)
     scoring = Cost()
     with timed(scoring):
         scores = score_heads(model, task, METHODS, batch_size, scoring)
@@ -329,6 +363,9 @@ def prune_for_app(model, task, sparsities=DEFAULT_SPARSITIES, rule: str = "first
     sweeps = {m: sparsity_sweep(evaluator, scores[m], sparsities, rule) for m in METHODS}
     sweeps["merged"] = merged_sweep(evaluator, [sweeps[m] for m in METHODS], rule)
     chosen = {m: float((sparsity or {}).get(m, sweeps[m].cliff.sparsity)) for m in METHODS}
-    kept = {m: prune(scores[m], chosen[m]) for m in METHODS}
+    kept = {m: _keep(scores[m].scores, chosen[m]) for m in METHODS}
     total = model.cfg.n_layers * model.cfg.n_heads
+    if not merge(*kept.values()):
+        raise validate.InputError(f"pruning at sparsities {chosen} keeps no head of {total}: APP would search "
+                                  "nothing; pass lower sparsities (sparsity={'flap': ..., 'contrastive': ...})")
     return PruningResult(scores, sweeps, chosen, kept, merge(*kept.values()), total, scoring + evaluator.cost)

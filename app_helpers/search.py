@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from . import validate
 from .costs import Cost
 from .identities import HEAD_INPUTS, LOGITS, Edge, Head, Method, Receiver, head_input
 
@@ -31,7 +32,8 @@ def select_heads(scores: torch.Tensor, scale: float, min_value_threshold: float,
     ``k/sqrt(...)`` term is stricter for early layers, which have fewer heads below them to compare with.
     Returns heads in (layer, head) order, only from ``candidates`` when given.
     """
-    s = torch.nan_to_num(scores.detach().double().cpu(), nan=0.0)
+    scale, min_value_threshold, k = _settings(scale, min_value_threshold, k)
+    s = torch.nan_to_num(validate.matrix("scores", scores).detach().double().cpu(), nan=0.0)
     if s.numel() == 0 or s.abs().max() <= min_value_threshold:
         return []
     mu = s.mean().abs()
@@ -45,6 +47,13 @@ def select_heads(scores: torch.Tensor, scale: float, min_value_threshold: float,
             if s[layer, head].abs() - mu > threshold and (allowed is None or (layer, head) in allowed):
                 chosen.append((layer, head))
     return chosen
+
+
+def _settings(scale, min_value_threshold, k=K) -> tuple[float, float, float]:
+    """The selection rule's settings, checked: finite and not negative (a NaN threshold selects nothing)."""
+    return (validate.number("scale", scale, at_least=0), validate.number("min_value_threshold", min_value_threshold,
+                                                                          at_least=0),
+            validate.number("k", k, at_least=0))
 
 
 @dataclass
@@ -73,7 +82,13 @@ def search_circuit(engine, candidates: Iterable[Head] | None = None, scale: floa
     """
     cfg = engine.cfg
     total = cfg.n_layers * cfg.n_heads
-    candidates = None if candidates is None else sorted(set(map(tuple, candidates)))
+    _settings(scale, min_value_threshold, k)
+    validate.number("logits_scale", logits_scale, at_least=0)
+    validate.number("cap_fraction", cap_fraction, above=0, at_most=1)
+    if candidates is not None:
+        candidates = sorted(set(validate.heads_within(candidates, cfg.n_layers, cfg.n_heads, "candidates")))
+        validate.nonempty("the candidate set", candidates, "pass None to search every head, or the pruned set "
+                          "(PruningResult.merged)")
     before = engine.cost.copy()
     scores: dict[Receiver, torch.Tensor] = {LOGITS: engine.to_logits(candidates)}
     queue = select_heads(scores[LOGITS], logits_scale, min_value_threshold, candidates, k)
@@ -130,6 +145,12 @@ def grid_search(engine, evaluate: Callable[[list[list[Head]]], Sequence[float]],
     settings (``Method.APP``: Perf ≥ 75 within half the heads, ``Method.DENSE``: 73 and a quarter; see
     ``pareto_choice``). ``progress(result)`` is called after each of the grid's searches.
     """
+    scales = validate.nonempty("scales", list(scales), "pass at least one scale (the paper's: search.GRID_SCALES)")
+    thresholds = validate.nonempty("thresholds", list(thresholds),
+                                   "pass at least one threshold (the paper's: search.GRID_THRESHOLDS)")
+    for scale in scales:
+        for threshold in thresholds:
+            _settings(scale, threshold)
     runs = []
     for scale in scales:
         for threshold in thresholds:

@@ -20,7 +20,7 @@ from .circuits import PAPER_TABLE2
 from .costs import layer_flops_per_token, unembed_flops
 from .pruning import DEFAULT_SPARSITIES
 from .search import GRID_SCALES, GRID_THRESHOLDS
-from .tasks import make_task
+from .tasks import check_prompt_count, make_task
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,9 @@ def with_overrides(size: str | Size, n: int | None = None, eval_n: int | None = 
     """``size`` with its prompt counts (and tasks) replaced where given: a notebook's N, EVAL_N, TASKS or
     ``run --n``."""
     size = get_size(size)
-    return replace(size, n=size.n if n is None else n, eval_n=size.eval_n if eval_n is None else eval_n,
+    n = size.n if n is None else check_prompt_count("n (the number of search prompts)", n)
+    eval_n = size.eval_n if eval_n is None else check_prompt_count("eval_n (the number of held-out prompts)", eval_n)
+    return replace(size, n=n, eval_n=eval_n,
                    tasks=size.tasks if tasks is None else tuple(tasks))
 
 

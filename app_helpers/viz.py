@@ -11,9 +11,12 @@ from typing import Iterable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+
+from . import validate
 
 COMPONENT_COLOURS = {"q": "#1f77b4", "k": "#2ca02c", "v": "#d62728", "logits": "#555555"}
 NAN_COLOUR = "#d9d9d9"
@@ -44,7 +47,9 @@ def head_heatmap(matrix, title: str = "", outlined: Iterable[tuple[int, int]] = 
     largest size. Give panels that are meant to be compared the same limit, or equal colours mislead.
     """
     data = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
+    validate.matrix("the heatmap's matrix", torch.from_numpy(data))
     n_layers, n_heads = data.shape
+    outlined = validate.heads_within(outlined, n_layers, n_heads, "outlined heads")
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
         figsize=(max(4.0, 0.45 * n_heads + 2), max(2.5, 0.4 * n_layers + 1.2)))
     cmap = plt.get_cmap("RdBu" if diverging else "viridis").with_extremes(bad=NAN_COLOUR)
@@ -76,7 +81,8 @@ def kept_heatmap(kept: Mapping[str, Iterable[tuple[int, int]]], n_layers: int, n
     names = list(kept)
     if not 1 <= len(names) <= 2:
         raise ValueError("kept_heatmap compares one or two head sets")
-    sets = [set(map(tuple, kept[n])) for n in names]
+    sets = [set(validate.heads_within(kept[n], n_layers, n_heads, f"heads of {n!r}")) for n in names]
+    outlined = validate.heads_within(outlined, n_layers, n_heads, "outlined heads")
     code = np.zeros((n_layers, n_heads), dtype=int)
     for layer in range(n_layers):
         for head in range(n_heads):
@@ -102,6 +108,7 @@ def sweep_curves(sweeps: Sequence, title: str = "Perf of the pruned model vs spa
                  marker_at: float | None = None):
     """Perf % against sparsity for each sweep (objects with ``method``, ``sparsities``, ``perfs``,
     ``cliff``), the chosen cliff marked; ``marker_at`` draws the user's current sparsity."""
+    validate.nonempty("sweeps", list(sweeps), "pass the sweeps of a PruningResult (result.sweeps.values())")
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
     for sweep in sweeps:
         line, = ax.plot(sweep.sparsities, sweep.perfs, label=sweep.method, linewidth=1.8)
@@ -125,8 +132,11 @@ def circuit_graph(heads: Iterable[tuple[int, int]], edges: Iterable, n_layers: i
                   roles: Mapping[tuple[int, int], str] | None = None, title: str = "Circuit", ax=None):
     """The circuit as a graph: layers as rows (input at the bottom), heads as nodes, edges coloured by
     the receiver component they were found through (q, k, v) or 'logits' for direct effects."""
-    heads = sorted(set(map(tuple, heads)))
+    heads = sorted(set(validate.heads_within(heads, n_layers, n_heads, "circuit heads")))
     roles = dict(roles or {})
+    edges = list(edges)
+    validate.heads_within([h for e in edges for h in (e[0], e[1]) if h is not None and h != "logits"],
+                          n_layers, n_heads, "edge heads")
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
         figsize=(max(5.0, 0.6 * n_heads + 2), max(3.5, 0.55 * (n_layers + 1) + 1)))
     top = n_layers  # the logits sit above the last layer
@@ -171,7 +181,7 @@ def cost_bars(costs: Mapping[str, object], title: str = "Cost of the search", ax
     named ``Cost``; each bar is labelled with its value so ratios can be read off directly."""
     metrics = [("sender_evaluations", "sender evals", 1), ("forward_passes", "passes", 1),
                ("flops", "GFLOPs", 1e-9), ("seconds", "seconds", 1)]
-    names = list(costs)
+    names = list(validate.nonempty("costs", list(costs), "pass a mapping of names to Cost objects"))
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.2)) if ax is None else (ax.figure, ax)
     palette = plt.get_cmap("tab10")
     for axis, (field_name, label, scale) in zip(np.atleast_1d(axes), metrics):

@@ -9,7 +9,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from . import viz
+from . import validate, viz
 from .pruning import PruningResult
 
 
@@ -17,8 +17,12 @@ def sparsity_explorer(result: PruningResult, reference=(), n_layers: int | None 
                       n_heads: int | None = None) -> widgets.VBox:
     """A sparsity slider and a method selector over ``result``'s sweeps; shows the kept heads (reference
     heads outlined), Perf at that sparsity, and where the point sits on the sweep curves."""
+    if not isinstance(result, PruningResult):
+        raise validate.InputError(f"sparsity_explorer shows a PruningResult (what prune_for_app returns), got "
+                                  f"{type(result).__name__}")
     first = next(iter(result.scores.values())).scores
     n_layers, n_heads = n_layers or first.shape[0], n_heads or first.shape[1]
+    reference = validate.heads_within(reference, n_layers, n_heads, "reference heads")
     sweep0 = result.sweeps["merged"]
     slider = widgets.FloatSlider(value=result.sparsity.get("contrastive", sweep0.sparsities[0]),
                                  min=min(sweep0.sparsities), max=max(sweep0.sparsities), step=0.01,

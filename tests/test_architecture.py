@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "app_helpers"
 #: Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS = [
     # vocabulary and mechanics that know nothing of tasks or models
-    {"identities", "costs", "hooks", "devices", "metrics", "viz", "toy", "toy.ioi_algorithm", "colab"},
+    {"identities", "validate", "costs", "hooks", "devices", "metrics", "viz", "toy", "toy.ioi_algorithm", "colab"},
     # prompts and the files models are built from
     {"tasks", "tasks.base", "tasks.data", "tasks.words", "tasks.ioi", "tasks.greater_than", "tasks.pronouns",
      "tasks.induction", "tasks.docstring", "gpt2_offline"},

@@ -73,8 +73,13 @@ def test_bad_inputs_are_clear_errors(tiny_gpt2, prompts):
 def test_pruned_set_sizes_are_exact_for_every_sparsity(n_total):
     scores = torch.randn(n_total // 4, 4, generator=torch.Generator().manual_seed(n_total))
     for sparsity in [i / 100 for i in range(100)]:
+        size = math.floor((1 - sparsity) * n_total + 0.5 + 1e-9)
+        if size == 0:  # nothing left to search: refused, with the largest sparsity that keeps a head
+            with pytest.raises(ValueError, match=f"keeps 0 of {n_total} heads.*at most {1 - 0.5 / n_total:.4f}"):
+                pruning.prune(scores, sparsity)
+            continue
         kept = pruning.prune(scores, sparsity)
-        assert len(kept) == math.floor((1 - sparsity) * n_total + 0.5 + 1e-9)
+        assert len(kept) == size
         # Global threshold: every kept head scores at least as high as every pruned head.
         dropped = {(l, h) for l in range(scores.shape[0]) for h in range(4)} - kept
         if kept and dropped:
@@ -84,7 +89,9 @@ def test_pruned_set_sizes_are_exact_for_every_sparsity(n_total):
 def test_ties_break_by_layer_then_head_and_nan_ranks_last():
     scores = torch.tensor([[1.0, float("nan")], [1.0, 2.0]])
     assert pruning.rank_heads(scores) == [(1, 1), (0, 0), (1, 0), (0, 1)]
-    assert pruning.prune(scores, 0.5) == {(1, 1), (0, 0)}
+    assert pruning.prune(scores.nan_to_num(-1.0), 0.5) == {(1, 1), (0, 0)}
+    with pytest.raises(ValueError, match="1 non-finite value"):  # pruning by a NaN would prune by index
+        pruning.prune(scores, 0.5)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5"])

@@ -260,7 +260,7 @@ def test_bad_input_is_a_clear_error(gpt2_tok, word_tok):
     with pytest.raises(ValueError, match="unknown task 'iol'; known tasks: ioi, greater_than"):
         make_task("iol", gpt2_tok, 4)
     for n in (0, -3, 2.5):
-        with pytest.raises(ValueError, match="positive integer"):
+        with pytest.raises(ValueError, match=r"n \(the number of prompts\) must be (at least 1|an integer)"):
             make_task("ioi", gpt2_tok, n)
     with pytest.raises(ValueError, match="unknown IOI corruption 'XYZ'"):
         make_task("ioi", gpt2_tok, 4, corruption="XYZ")

@@ -3,13 +3,14 @@ import matplotlib.pyplot as plt
 import torch
 
 from app_helpers.costs import Cost
-from app_helpers.pruning import DEFAULT_SPARSITIES, HeadScores, PruningResult, SweepResult, find_cliff, prune
+from app_helpers.pruning import (DEFAULT_SPARSITIES, HeadScores, PruningResult, SweepResult, find_cliff, n_kept,
+                                 rank_heads)
 from app_helpers.widgets import sparsity_explorer
 
 
 def test_slider_and_method_update_the_summary():
     scores = HeadScores("contrastive", torch.arange(8.0).reshape(2, 4), torch.zeros(2, 8))
-    kept = [prune(scores, p) for p in DEFAULT_SPARSITIES]
+    kept = [frozenset(rank_heads(scores.scores)[:n_kept(8, p)]) for p in DEFAULT_SPARSITIES]  # a sweep's sets
     perfs = [100.0 - 50 * p for p in DEFAULT_SPARSITIES]
     sweep = SweepResult("contrastive", list(DEFAULT_SPARSITIES), kept, perfs,
                         find_cliff(DEFAULT_SPARSITIES, perfs))

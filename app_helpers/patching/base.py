@@ -7,6 +7,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from .. import validate
 from ..costs import Cost, layer_flops_per_token, qkv_flops_per_token, unembed_flops
 from ..hooks import logits_at, model_device
 from ..identities import Head, head_input
@@ -46,6 +47,7 @@ class PatchingBase:
     @classmethod
     def from_task(cls, model, task, **kwargs):
         """An engine for a ``TaskData``: its tokens, prediction positions and metric (per-prompt answers)."""
+        task.check_model(model)
         task = task.to(model_device(model))
         engine = cls(model, task.clean_tokens, task.corrupted_tokens, task.end_pos, task_metric(task), **kwargs)
         # The task names its metric, so its trust threshold applies (a bare metric callable has none).
@@ -55,6 +57,9 @@ class PatchingBase:
 
     def _set_baselines(self, ld_clean: float, ld_corrupted: float) -> None:
         self.ld_clean, self.ld_corrupted = ld_clean, ld_corrupted
+        validate.finite("the metric on the clean and corrupted prompts", torch.tensor([ld_clean, ld_corrupted]),
+                        "the model's outputs are not finite: check its weights (load_model refuses NaN) and use "
+                        "float32 if a lower precision overflowed")
         if abs(ld_clean - ld_corrupted) < 1e-6:
             raise ValueError(f"clean and corrupted prompts give the same metric ({ld_clean:.4g}): there is "
                              "no behaviour to patch; check the task and the model")
@@ -71,17 +76,13 @@ class PatchingBase:
         valid = {Head(l, h) for l in range(below_layer) for h in range(self.cfg.n_heads)}
         if senders is None:
             return sorted(valid)
-        senders = {Head(int(l), int(h)) for l, h in senders}
-        bad = {s for s in senders if not (0 <= s[0] < self.cfg.n_layers and 0 <= s[1] < self.cfg.n_heads)}
-        if bad:
-            raise ValueError(f"heads {', '.join(map(str, sorted(bad)))} do not exist in a {self.cfg.n_layers}x{self.cfg.n_heads} model")
+        senders = set(validate.heads_within(senders, self.cfg.n_layers, self.cfg.n_heads, "senders"))
         return sorted(senders & valid)
 
-    def _check_receiver(self, receiver: Head, component: str) -> None:
-        head_input(receiver, component)  # refuses a component other than q, k, v
-        layer, head = receiver
-        if not (0 <= layer < self.cfg.n_layers and 0 <= head < self.cfg.n_heads):
-            raise ValueError(f"receiver {receiver} does not exist in a {self.cfg.n_layers}x{self.cfg.n_heads} model")
+    def _check_receiver(self, receiver, component: str) -> Head:
+        """``receiver`` as a ``Head`` of this model; refuses a component other than q, k, v."""
+        head_input(receiver, component)
+        return validate.heads_within([receiver], self.cfg.n_layers, self.cfg.n_heads, "receiver")[0]
 
     def _matrix(self, n_layers: int, scores: dict[Head, float]) -> torch.Tensor:
         """[n_layers, n_heads] with ``scores`` filled in and NaN elsewhere."""

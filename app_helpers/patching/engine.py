@@ -6,6 +6,7 @@ from typing import Iterable
 
 import torch
 
+from .. import validate
 from ..costs import qkv_flops_per_token, timed
 from ..identities import HEAD_INPUTS, LOGITS, Head, Receiver, head_input
 from . import execution
@@ -25,10 +26,11 @@ class PathPatcher(PatchingBase):
     def __init__(self, model, clean_tokens, corrupted_tokens, end_pos, metric: Metric,
                  chunk_size: int | None = None, memory_mb: float | None = None):
         super().__init__(model, clean_tokens, corrupted_tokens, end_pos, metric)
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be at least 1 sender per pass, got {chunk_size}")
+        if chunk_size is not None:
+            chunk_size = validate.integer("chunk_size (senders per pass)", chunk_size, at_least=1)
         if memory_mb is None:
             memory_mb = 64 if self.device.type == "cpu" else 512
+        memory_mb = validate.number("memory_mb", memory_mb, above=0)
         dtype = next(model.parameters()).dtype
         self.chunk_size = chunk_size or auto_chunk_size(self.cfg, self.seq_len, self.n_prompts, memory_mb, dtype)
         self._memo = ScoreMemo(self.cfg.n_layers, self.cfg.n_heads)
@@ -76,7 +78,7 @@ class PathPatcher(PatchingBase):
 
     def to_head(self, receiver: Head, component: str, senders: Iterable[Head] | None = None) -> torch.Tensor:
         """[receiver layer, n_heads] normalised effect of each sender through ``receiver``'s q, k or v."""
-        self._check_receiver(receiver, component)
+        receiver = self._check_receiver(receiver, component)
         senders = None if senders is None else list(senders)
         self._score_heads([receiver], senders)
         return self._memo.read(head_input(receiver, component), self._senders(senders, receiver[0]))
@@ -89,8 +91,8 @@ class PathPatcher(PatchingBase):
     def _score_heads(self, receivers: list[Head], senders: list[Head] | None) -> None:
         """Compute every missing score of ``senders`` into q, k and v of ``receivers``, layer by layer."""
         by_layer: dict[int, set[int]] = {}
-        for layer, head in receivers:
-            self._check_receiver((layer, head), "q")
+        for receiver in receivers:
+            layer, head = self._check_receiver(receiver, "q")
             by_layer.setdefault(layer, set()).add(head)
         with timed(self.cost):
             for layer, heads in sorted(by_layer.items()):

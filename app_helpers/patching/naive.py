@@ -66,8 +66,7 @@ class NaivePathPatcher(PatchingBase):
 
     def to_head(self, receiver: Head, component: str, senders: Iterable[Head] | None = None) -> torch.Tensor:
         """[receiver layer, n_heads] normalised effect of each sender through ``receiver``'s q, k or v."""
-        self._check_receiver(receiver, component)
-        layer, head = receiver
+        layer, head = self._check_receiver(receiver, component)
         name = hook_name(layer, component)
         scores = {}
         with timed(self.cost):

@@ -15,6 +15,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from .. import validate
+from ..devices import resolve_device
 from ..metrics import metric_fn
 from . import docstring, greater_than, induction, ioi, pronouns, words
 from .base import Sentence, Tok, TaskSpec, build, fill, resolve_options
@@ -25,8 +27,22 @@ ALIASES = {"greater-than": "greater_than", "gt": "greater_than", "pronouns": "ge
            "gendered-pronouns": "gendered_pronouns", "induction": "name_induction",
            "name-induction": "name_induction"}
 
-__all__ = ["TASKS", "TaskData", "TaskSplit", "Answers", "Sentence", "make_task", "make_split",
+__all__ = ["TASKS", "MAX_PROMPTS", "TaskData", "TaskSplit", "Answers", "Sentence", "make_task", "make_split",
+           "check_prompt_count",
            "generate_sentences", "get_task", "vocabulary", "words"]
+
+
+#: The most prompts one task may hold. The paper uses 100-500; every prompt is tokenised, and path
+#: patching and Perf keep per-prompt caches of every layer, so far larger sets only exhaust memory (and
+#: 5 000 prompts already take tens of seconds to draw).
+MAX_PROMPTS = 5_000
+
+
+def check_prompt_count(name: str, n) -> int:
+    """``n`` prompts, an integer in [1, MAX_PROMPTS]."""
+    return validate.integer(name, n, at_least=1, at_most=MAX_PROMPTS,
+                            why=f"tasks.MAX_PROMPTS caps a task at {MAX_PROMPTS} prompts (the paper uses 100-500; "
+                                "per-prompt caches of every layer would exhaust memory)")
 
 
 def get_task(name: str) -> TaskSpec:
@@ -46,8 +62,7 @@ def make_task(name: str, model_or_tokenizer, n: int, seed: int = 0, *, prepend_b
     ``corruption`` ("ABC", "ABA", "ABD"); name induction ``names`` ("auto", "single", "full").
     """
     spec = get_task(name)
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer (number of prompts), got {n!r}")
+    n, seed = check_prompt_count("n (the number of prompts)", n), validate.seed(seed)
     metric = metric or spec.metric
     metric_fn(metric)  # fail early on an unknown name
     tokenizer, model_device = _tokenizer_of(model_or_tokenizer)
@@ -59,7 +74,7 @@ def make_task(name: str, model_or_tokenizer, n: int, seed: int = 0, *, prepend_b
     examples = spec.sample(random.Random(seed), n, spec.pools(tok, **opts), **opts)
     data = build(spec, spec.templates(**opts), examples, tok, prepend_bos, metric,
                  options=dict(opts, n=n, seed=seed, prepend_bos=prepend_bos))
-    device = device if device is not None else model_device
+    device = resolve_device(device) if device is not None else model_device
     return data.to(device) if device is not None else data
 
 
@@ -84,8 +99,7 @@ def make_split(name: str, model_or_tokenizer, n: int, eval_n: int, seed: int = 0
     none of which repeats a search prompt (clean and corrupted text compared)."""
     search = make_task(name, model_or_tokenizer, n, seed, prepend_bos=prepend_bos, metric=metric, device=device,
                        **options)
-    if not isinstance(eval_n, int) or eval_n < 1:
-        raise ValueError(f"eval_n must be a positive integer (number of held-out prompts), got {eval_n!r}")
+    eval_n = check_prompt_count("eval_n (the number of held-out prompts)", eval_n)
     spec = get_task(name)
     tokenizer, model_device = _tokenizer_of(model_or_tokenizer)
     tok = Tok(tokenizer)
@@ -107,7 +121,7 @@ def make_split(name: str, model_or_tokenizer, n: int, eval_n: int, seed: int = 0
     held_out = build(spec, templates, kept[:eval_n], tok, prepend_bos, metric or spec.metric,
                      options=dict(opts, n=eval_n, seed=seed + HELD_OUT_SEED_OFFSET, held_out_of=seed,
                                   prepend_bos=prepend_bos))
-    device = device if device is not None else model_device
+    device = resolve_device(device) if device is not None else model_device
     return TaskSplit(search, held_out.to(device) if device is not None else held_out)
 
 
@@ -117,10 +131,9 @@ def generate_sentences(name: str, n: int, seed: int = 0, **options: Any) -> list
     Uses the unfiltered word lists; name induction uses first name + surname pairs.
     """
     spec = get_task(name)
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer (number of sentences), got {n!r}")
+    n = validate.integer("n (the number of sentences)", n, at_least=1)
     opts = resolve_options(spec, options)
-    rng = random.Random(seed)
+    rng = random.Random(validate.seed(seed))
     templates = spec.templates(**opts)
     return [Sentence(fill(templates[ex.group], ex.clean), rng.choice(ex.correct), ex.group)
             for ex in spec.sample(rng, n, spec.pools(None, **opts), **opts)]

@@ -148,12 +148,36 @@ class TaskData:
 
     __getitem__ = subset
 
+    def check_model(self, model) -> None:
+        """Refuse a model this task was not built for: token or answer ids beyond its vocabulary, or (when
+        the task knows its tokenizer) a tokenizer that maps words to other ids. Either way every Perf % or
+        patching score would be a number about other tokens — plausible-looking and meaningless."""
+        d_vocab = model.cfg.d_vocab
+        answer_ids = [ids[mask] for ids, mask in ((self.answers.correct_ids, self.answers.correct_mask),
+                                                  (self.answers.wrong_ids, self.answers.wrong_mask))]
+        largest = max(int(t.max()) for t in (self.clean_tokens, self.corrupted_tokens, *answer_ids) if t.numel())
+        if largest >= d_vocab:
+            raise ValueError(f"task {self.name!r} holds token id {largest}, beyond the model's vocabulary of "
+                             f"{d_vocab}: it was built with another tokenizer; build it with "
+                             "make_task(name, model, ...) for this model")
+        theirs = getattr(model, "tokenizer", None)
+        if self.tokenizer is not None and theirs is not None and not same_vocabulary(self.tokenizer, theirs):
+            raise ValueError(f"task {self.name!r} was built with another tokenizer than the model's "
+                             f"({type(self.tokenizer).__name__} of {len(self.tokenizer)} tokens vs "
+                             f"{type(theirs).__name__} of {len(theirs)}): its ids name other words in this "
+                             "model; build it with make_task(name, model, ...) for this model")
+
     def str_tokens(self, i: int, corrupted: bool = False) -> list[str]:
         """Prompt i's real tokens as strings (needs the tokenizer the task was built with)."""
         if self.tokenizer is None:
             raise ValueError("this TaskData has no tokenizer attached")
         toks = (self.corrupted_tokens if corrupted else self.clean_tokens)[i, : int(self.lengths[i])]
         return [self.tokenizer.decode([t]) for t in toks.tolist()]
+
+
+def same_vocabulary(a, b) -> bool:
+    """Two tokenizers give every token the same id (the same object, or equal vocabularies)."""
+    return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())
 
 
 def _to(value, device):
