@@ -14,17 +14,22 @@ from dataclasses import asdict, dataclass, fields
 def layer_flops_per_token(cfg, seq_len: int) -> int:
     """Multiply-add FLOPs (×2) of one transformer block for one token of a ``seq_len`` prompt.
 
-    q, k, v, o projections (4·d·H·d_head), attention scores and mixing (2·seq·H·d_head), MLP in and out
-    (2·d·d_mlp). Layer norms, biases and softmax are ignored: they are a few percent.
+    The block up to z (``qkv_flops_per_token``), the output projection (d·H·d_head) and the MLP: in and out
+    (2·d·d_mlp), plus the gate of a gated MLP (Qwen2, Llama: 3·d·d_mlp). Layer norms, biases, activations
+    and softmax are ignored: they are a few percent.
     """
-    d, inner = cfg.d_model, cfg.n_heads * cfg.d_head
-    return 2 * (4 * d * inner + 2 * seq_len * inner + 2 * d * cfg.d_mlp)
+    mlp_matrices = 3 if getattr(cfg, "gated_mlp", False) else 2
+    return qkv_flops_per_token(cfg, seq_len) + 2 * (cfg.d_model * cfg.n_heads * cfg.d_head
+                                                    + mlp_matrices * cfg.d_model * cfg.d_mlp)
 
 
 def qkv_flops_per_token(cfg, seq_len: int) -> int:
-    """The part of a block up to its heads' outputs z: q, k, v projections and attention (no W_O, no MLP)."""
+    """The part of a block up to its heads' outputs z: the q projection (d·H·d_head), k and v projections
+    (d·H_kv·d_head each; H_kv < H under grouped-query attention) and attention scores and mixing
+    (2·seq·H·d_head). With ``seq_len`` 0: the projections alone."""
     inner = cfg.n_heads * cfg.d_head
-    return 2 * (3 * cfg.d_model * inner + 2 * seq_len * inner)
+    kv_inner = (getattr(cfg, "n_key_value_heads", None) or cfg.n_heads) * cfg.d_head
+    return 2 * (cfg.d_model * (inner + 2 * kv_inner) + 2 * seq_len * inner)
 
 
 def unembed_flops(cfg) -> int:

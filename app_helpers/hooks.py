@@ -63,23 +63,81 @@ def final_residual(model, inputs, fwd_hooks=(), **forward_kwargs) -> torch.Tenso
     return box["resid"]
 
 
-def run_blocks(model, resid: torch.Tensor, start: int, fwd_hooks=(), stop: int | None = None):
+#: How a mid-model pass must be handed the positions, per ``cfg.positional_embedding_type``.
+RESUMABLE_POSITIONS = ("standard", "rotary")
+
+
+def block_kwargs(model, seq: int) -> dict:
+    """What the model hands each block besides the residual, for prompts of ``seq`` positions from 0.
+
+    Absolute position embeddings (GPT-2) are added before block 0, so a block needs nothing more: ``{}``.
+    Rotary models (Qwen2, Llama) hand every block the rotary (cos, sin) of each position, the position ids
+    and the causal mask; they are read from block 0's own call in a forward over one row of ``seq``
+    tokens, stopped there (only the embedding runs), so whatever this architecture passes is passed.
+    The values do not depend on the tokens; their batch dimension is 1 and broadcasts.
+    """
+    kind = getattr(model.cfg, "positional_embedding_type", "standard")
+    if kind == "standard":
+        return {}
+    if kind not in RESUMABLE_POSITIONS:
+        raise NotImplementedError(f"resuming mid-model is implemented for {RESUMABLE_POSITIONS} position "
+                                  f"embeddings; this model uses {kind!r}")
+    captured: dict = {}
+
+    def grab(module, args, kwargs):  # noqa: ARG001
+        captured.update(kwargs)
+        raise StopForward
+    handle = model.blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+    device = model_device(model)
+    try:
+        with torch.inference_mode():
+            model(torch.zeros((1, seq), dtype=torch.long, device=device))
+    except StopForward:
+        pass
+    finally:
+        handle.remove()
+    captured.pop("past_key_values", None)  # a resumed pass keeps no key/value cache
+    if "use_cache" in captured:
+        captured["use_cache"] = False
+    return captured
+
+
+def cut_block_kwargs(kwargs: dict, positions: int) -> dict:
+    """``block_kwargs`` of a longer prompt cut to its first ``positions`` positions (a view of prefixes)."""
+    out = {}
+    for key, value in kwargs.items():
+        if key == "position_embeddings":
+            out[key] = tuple(t[:, :positions] for t in value)  # (cos, sin) [1, seq, d_rotary]
+        elif key == "attention_mask":
+            out[key] = None if value is None else value[..., :positions, :positions]  # [1, 1, seq, seq]
+        elif key in ("position_ids", "cache_position"):
+            out[key] = value[..., :positions]
+        elif isinstance(value, torch.Tensor):
+            raise NotImplementedError(f"cannot cut the block input {key!r} {tuple(value.shape)} to fewer "
+                                      "positions; resuming mid-model does not support this architecture yet")
+        else:
+            out[key] = value
+    return out
+
+
+def run_blocks(model, resid: torch.Tensor, start: int, fwd_hooks=(), stop: int | None = None,
+               kwargs: dict | None = None):
     """The residual after blocks ``start .. stop-1`` (default: every block, i.e. the input of ``ln_final``),
-    given the residual entering block ``start``; None if a hook raised ``StopForward``.
+    given the residual ``resid`` [batch, pos, d_model] entering block ``start``; None if a hook raised
+    ``StopForward``. The rows are prompts from position 0 (right-padded prefixes).
 
     Why not ``model(resid, start_at_layer=start)``: the bridge still runs blocks ``0 .. start-1`` on that
     input and throws their output away, so it saves nothing. Calling the blocks one by one runs only the
-    ones asked for. Exact for models with absolute position embeddings (GPT-2 family), which add
-    positions before the first block; no attention mask is passed, as in a plain forward.
+    ones asked for, each given what the model would hand it (``kwargs``, default ``block_kwargs`` for
+    ``pos`` positions; pass them in when running many passes). No padding mask is passed, as in a plain
+    forward.
     """
-    if getattr(model.cfg, "positional_embedding_type", "standard") != "standard":
-        raise NotImplementedError("resuming mid-model needs absolute position embeddings (GPT-2 family); "
-                                  f"this model uses {model.cfg.positional_embedding_type!r}")
     stop = model.cfg.n_layers if stop is None else stop
+    kwargs = block_kwargs(model, resid.shape[1]) if kwargs is None else kwargs
     with torch.inference_mode(), model.hooks(fwd_hooks=list(fwd_hooks)):
         try:
             for layer in range(start, stop):
-                out = model.blocks[layer](resid)
+                out = model.blocks[layer](resid, **kwargs)
                 resid = out[0] if isinstance(out, tuple) else out
         except StopForward:
             return None

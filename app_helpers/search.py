@@ -169,7 +169,9 @@ def pareto_choice(sizes: Sequence[int], perfs: Sequence[float], n_total: int, mi
     that, the smallest with Perf ≥ the grid's mean Perf. Ties go to the higher Perf, then the earlier run.
     """
     if not sizes or len(sizes) != len(perfs):
-        raise ValueError("pareto_choice needs one Perf per circuit and at least one circuit")
+        raise ValueError(f"pareto_choice needs one Perf per circuit and at least one circuit, got {len(sizes)} "
+                         f"circuits and {len(perfs)} Perf values")
+    perfs = [validate.number(f"the Perf of grid run {i}", p) for i, p in enumerate(perfs)]  # NaN: no order
     order = lambda i: (sizes[i], -perfs[i], i)  # noqa: E731
     eligible = [i for i in range(len(sizes)) if perfs[i] >= min_perf and sizes[i] <= max_fraction * n_total]
     if eligible:

@@ -45,3 +45,21 @@ def counted_flops(fn, *args, **kwargs):
     with FlopCounterMode(display=False) as counter:
         out = fn(*args, **kwargs)
     return out, counter.get_total_flops()
+
+
+def patching_problem():
+    """(clean, corrupted, end_pos, metric) for any model with at least 1000 tokens: five prompts of different
+    real lengths (right-padded), a two-slot corruption, an A-vs-B metric."""
+    gen = torch.Generator().manual_seed(0)
+    n, seq = 5, 8
+    clean = torch.randint(0, 1000, (n, seq), generator=gen)
+    corrupted = clean.clone()
+    corrupted[:, 2] = torch.randint(0, 1000, (n,), generator=gen)
+    corrupted[:, 4] = corrupted[:, 2]
+    end_pos = torch.tensor([7, 2, 7, 3, 6])  # lengths far enough apart for the engine to split them
+    a, b = torch.randint(0, 1000, (2, n), generator=gen)
+
+    def metric(logits):  # [..., n, vocab] -> [..., n]
+        rows = torch.arange(n)
+        return logits[..., rows, a] - logits[..., rows, b]
+    return clean, corrupted, end_pos, metric

@@ -188,6 +188,11 @@ def test_search_candidates_and_grids(engine):
     refused(lambda: search.grid_search(engine, evaluate, Method.DENSE, None, [1.0], [math.nan]), ValueError, "nan")
 
 
+def test_pareto_choice_refuses_a_nan_perf():
+    refused(lambda: search.pareto_choice([2, 3], [80.0, math.nan], 8, 75.0, 0.5), ValueError, "grid run 1", "nan")
+    refused(lambda: search.pareto_choice([2, 3], [80.0], 8, 75.0, 0.5), ValueError, "2 circuits and 1 Perf")
+
+
 # --- patching --------------------------------------------------------------------------------------------
 def test_engine_settings_and_receivers(tiny_gpt2, ioi, engine):
     refused(lambda: PathPatcher.from_task(tiny_gpt2, ioi, chunk_size=2.5), ValueError, "chunk_size", "2.5")
@@ -317,7 +322,8 @@ def test_interrupted_runs_keep_the_previous_outputs_and_leave_no_temporary_files
     capsys.readouterr()
     previous = _listing(out)
     assert "comparison.json" in previous and len(previous) > 1
-    for moment, sig in [("search", signal.SIGINT), ("figures", signal.SIGINT), ("figures", signal.SIGKILL)]:
+    for moment, sig in [("search", signal.SIGINT), ("figures", signal.SIGINT), ("search", signal.SIGKILL),
+                        ("figures", signal.SIGKILL)]:
         done = _interrupt(run_args, out, moment, sig)
         assert _listing(out) == previous, f"{moment}/{sig}: the previous outputs changed"
         if sig == signal.SIGINT:
@@ -327,7 +333,10 @@ def test_interrupted_runs_keep_the_previous_outputs_and_leave_no_temporary_files
         else:
             assert done.returncode == -signal.SIGKILL
             left = [p.name for p in tmp_path.iterdir() if p.name != "run"]
-            assert left and all(name.startswith(".run.tmp-") for name in left)  # a killed run cannot clean up
+            if moment == "search":
+                assert left == []  # killed before writing anything
+            else:  # killed while writing: its temporary folder stays (nothing can clean up after SIGKILL)
+                assert len(left) == 1 and left[0].startswith(".run.tmp-")
     # the next run removes the killed run's temporary folder and replaces the set whole
     assert cli.main(run_args + ["--seed", "2", "--out", str(out)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -6,7 +6,7 @@ import torch
 
 from app_helpers.identities import HEAD_INPUTS
 from app_helpers.patching import NaivePathPatcher, PathPatcher, length_groups
-from references import counted_flops
+from references import counted_flops, patching_problem
 
 
 @pytest.fixture(scope="module")
@@ -18,20 +18,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def problem():
-    """Five prompts of different real lengths (right-padded), a two-slot corruption, an A-vs-B metric."""
-    gen = torch.Generator().manual_seed(0)
-    n, seq = 5, 8
-    clean = torch.randint(0, 1000, (n, seq), generator=gen)
-    corrupted = clean.clone()
-    corrupted[:, 2] = torch.randint(0, 1000, (n,), generator=gen)
-    corrupted[:, 4] = corrupted[:, 2]
-    end_pos = torch.tensor([7, 2, 7, 3, 6])  # lengths far enough apart for the engine to split them
-    a, b = torch.randint(0, 1000, (2, n), generator=gen)
-
-    def metric(logits):  # [..., n, vocab] -> [..., n]
-        rows = torch.arange(n)
-        return logits[..., rows, a] - logits[..., rows, b]
-    return clean, corrupted, end_pos, metric
+    return patching_problem()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,23 @@ from ..metrics import task_metric, warn_if_untrusted
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
 
+def input_head(cfg, head: int, component: str) -> int:
+    """Which head slice of the ``component`` hook [batch, pos, heads, d_head] is query head ``head``'s input.
+
+    q is every query head's own. Under grouped-query attention (``cfg.n_key_value_heads`` < ``n_heads``:
+    Qwen2.5, Llama 3) k and v are computed once per key/value group and shared by the
+    ``n_heads / n_key_value_heads`` query heads of the group; head h belongs to group
+    ``h // (n_heads / n_key_value_heads)``, as the APP authors map it. So patching "head h's k" (or v)
+    patches its group's k: every query head of the group then attends with the patched keys — the
+    receiver is in effect the group, at the cost of one receiver like any other. Senders stay per query
+    head (z is per query head).
+    """
+    if component == "q":
+        return head
+    n_kv = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    return head // (cfg.n_heads // n_kv)
+
+
 class PatchingBase:
     """Inputs, the clean/corrupted baselines and the normalisation shared by both engines.
 

@@ -8,6 +8,7 @@ import torch
 
 from .. import validate
 from ..costs import qkv_flops_per_token, timed
+from ..hooks import block_kwargs
 from ..identities import HEAD_INPUTS, LOGITS, Head, Receiver, head_input
 from . import execution
 from .base import Metric, PatchingBase
@@ -35,13 +36,14 @@ class PathPatcher(PatchingBase):
         self.chunk_size = chunk_size or auto_chunk_size(self.cfg, self.seq_len, self.n_prompts, memory_mb, dtype)
         self._memo = ScoreMemo(self.cfg.n_layers, self.cfg.n_heads)
         with timed(self.cost):
+            kwargs = block_kwargs(model, self.seq_len)
             clean_resid, clean_z, clean_final = self._cache_run(self.clean_tokens)
             _, corrupted_z, corrupted_final = self._cache_run(self.corrupted_tokens)
             self._set_baselines(float(self._ld(clean_final, 1)), float(self._ld(corrupted_final, 1)))
             caches = (clean_resid, clean_z, corrupted_z)
             everyone = torch.arange(self.n_prompts, device=self.device)
-            self._end_view = make_view(everyone, self.end_pos, caches, prediction_only=True)
-            self._length_views = [make_view(torch.tensor(group, device=self.device), self.end_pos, caches)
+            self._end_view = make_view(everyone, self.end_pos, caches, kwargs, prediction_only=True)
+            self._length_views = [make_view(torch.tensor(group, device=self.device), self.end_pos, caches, kwargs)
                                   for group in length_groups((self.end_pos + 1).tolist())]
         self.setup_cost = self.cost.copy()  # the clean and corrupted caches: needed by any method
 

@@ -9,6 +9,7 @@ import torch
 
 from ..hooks import StopForward, final_residual, hook_name, run_blocks
 from ..identities import HEAD_INPUTS, Head
+from .base import input_head
 from .plan import Block, View
 
 
@@ -48,12 +49,12 @@ def logits_pass(model, chunk: list[Head], view: View) -> torch.Tensor:
     """Sender-patched run from the chunk's layer to the end: the final residual [blocks*n, T, d_model]."""
     start = chunk[0][0]
     x = view.resid[start].repeat(len(chunk), 1, 1)
-    return run_blocks(model, x, start, freeze_hooks(chunk, model.cfg.n_layers, view))
+    return run_blocks(model, x, start, freeze_hooks(chunk, model.cfg.n_layers, view), kwargs=view.block_kwargs)
 
 
 def record_qkv(model, chunk: list[Head], layer: int, view: View) -> dict[str, torch.Tensor]:
     """Sender-patched run from the chunk's layer up to ``layer``'s q/k/v, then stop:
-    component → [blocks*n, T, n_heads, d_head]."""
+    component → [blocks*n, T, heads, d_head] (k and v: the key/value heads, see ``base.input_head``)."""
     records: dict[str, torch.Tensor] = {}
 
     def grab(component):
@@ -65,7 +66,7 @@ def record_qkv(model, chunk: list[Head], layer: int, view: View) -> dict[str, to
     start = chunk[0][0]
     x = view.resid[start].repeat(len(chunk), 1, 1)
     hooks = freeze_hooks(chunk, layer, view) + [(hook_name(layer, c), grab(c)) for c in HEAD_INPUTS]
-    run_blocks(model, x, start, hooks, stop=layer + 1)
+    run_blocks(model, x, start, hooks, stop=layer + 1, kwargs=view.block_kwargs)
     return records
 
 
@@ -79,7 +80,7 @@ def receiver_pass(model, group: list[Block], records: dict[str, torch.Tensor], n
     def make(component):
         picks = [(b, block) for b, block in enumerate(group) if block.component == component]
         dst = torch.tensor([b for b, _ in picks], dtype=torch.long)
-        head = torch.tensor([block.head for _, block in picks], dtype=torch.long)
+        head = torch.tensor([input_head(model.cfg, block.head, component) for _, block in picks], dtype=torch.long)
         src = torch.tensor([block.sender for _, block in picks], dtype=torch.long)
 
         def hook(act, hook):  # noqa: ARG001
@@ -90,5 +91,5 @@ def receiver_pass(model, group: list[Block], records: dict[str, torch.Tensor], n
         return hook
     hooks = [(hook_name(layer, c), make(c)) for c in HEAD_INPUTS if any(block.component == c for block in group)]
     x = view.resid[layer].repeat(len(group), 1, 1)
-    resid = run_blocks(model, x, layer, hooks).view(len(group), n, T, -1)
+    resid = run_blocks(model, x, layer, hooks, kwargs=view.block_kwargs).view(len(group), n, T, -1)
     return resid[:, torch.arange(n, device=resid.device), view.end]

@@ -9,7 +9,7 @@ import torch
 from ..costs import timed, unembed_flops
 from ..hooks import hook_name, run_until
 from ..identities import Head
-from .base import Metric, PatchingBase
+from .base import Metric, PatchingBase, input_head
 
 
 class NaivePathPatcher(PatchingBase):
@@ -68,6 +68,7 @@ class NaivePathPatcher(PatchingBase):
         """[receiver layer, n_heads] normalised effect of each sender through ``receiver``'s q, k or v."""
         layer, head = self._check_receiver(receiver, component)
         name = hook_name(layer, component)
+        index = input_head(self.cfg, head, component)
         scores = {}
         with timed(self.cost):
             for sender in self._senders(senders, layer):
@@ -77,7 +78,7 @@ class NaivePathPatcher(PatchingBase):
 
                 def patch(act, hook):  # noqa: ARG001
                     act = act.clone()
-                    act[:, :, head] = record["c"][:, :, head]
+                    act[:, :, index] = record["c"][:, :, index]
                     return act
                 ld = self._full_ld(self.clean_tokens, [(name, patch)])
                 scores[sender] = float(self.normalise(torch.tensor(ld)))

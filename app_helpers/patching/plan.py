@@ -10,6 +10,7 @@ from typing import Iterable, NamedTuple
 
 import torch
 
+from ..hooks import cut_block_kwargs
 from ..identities import Head, Receiver
 
 
@@ -26,6 +27,7 @@ class View:
     resid: list[torch.Tensor]  # per layer, the clean residual entering it [n, T, d_model]
     clean_z: list[torch.Tensor]  # per layer [n, T, n_heads, d_head]
     corrupted_z: list[torch.Tensor]  # per layer [n, T, n_heads, d_head]
+    block_kwargs: dict  # what each block is handed for T positions (rotary positions, mask; {} for GPT-2)
 
     @property
     def n(self) -> int:
@@ -36,16 +38,22 @@ class View:
         return self.resid[0].shape[1]
 
 
-def make_view(prompts: torch.Tensor, end_pos: torch.Tensor, caches, prediction_only: bool = False) -> View:
+def make_view(prompts: torch.Tensor, end_pos: torch.Tensor, caches, block_kwargs: dict,
+              prediction_only: bool = False) -> View:
     """``prompts`` [n] at their prediction position only (T = 1), or up to the last prediction position
-    among them. ``caches``: (clean resid, clean z, corrupted z), each a per-layer list over all prompts."""
+    among them. ``caches``: (clean resid, clean z, corrupted z), each a per-layer list over all prompts;
+    ``block_kwargs``: ``hooks.block_kwargs`` for the full prompts.
+
+    A prediction-only view runs its positions as if they were position 0: that is exact because such a
+    pass freezes every head's z from the sender's layer on, so no attention result (where positions
+    matter) is used, and the MLPs act per position."""
     end = end_pos[prompts]
     if prediction_only:
         resid, clean_z, corrupted_z = ([a[prompts, end][:, None] for a in acts] for acts in caches)
-        return View(prompts, torch.zeros_like(end), resid, clean_z, corrupted_z)
+        return View(prompts, torch.zeros_like(end), resid, clean_z, corrupted_z, cut_block_kwargs(block_kwargs, 1))
     last = int(end.max()) + 1
     resid, clean_z, corrupted_z = ([a[prompts, :last] for a in acts] for acts in caches)
-    return View(prompts, end, resid, clean_z, corrupted_z)
+    return View(prompts, end, resid, clean_z, corrupted_z, cut_block_kwargs(block_kwargs, last))
 
 
 def length_groups(lengths: list[int], max_groups: int = 4, pass_overhead: float = 0.05) -> list[list[int]]:
