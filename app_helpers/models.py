@@ -145,19 +145,31 @@ def bundled_or_random(task: str | None = None) -> ModelChoice:
 
 
 def load_model(spec: str = AUTO, device=None, dtype=None, attn_result: bool = False,
-               split_qkv_input: bool = False, verbose: bool = True, task: str | None = None):
+               split_qkv_input: bool = False, verbose: bool = True, task: str | None = None,
+               device_map: str | dict | None = None, max_memory: dict | None = None):
     """Load ``spec`` as a ``TransformerBridge`` ready for patching work.
 
     ``spec``: ``"auto"``, a hub name (``"gpt2"``, ``"gpt2-medium"`` …), a local HF model directory, a
     bundled model's short name, or ``"random-gpt2"``; ``task`` decides which bundled model ``"auto"``
     picks offline (see ``choose_model``). ``attn_result`` / ``split_qkv_input`` switch on
     ``hook_result`` and ``hook_{q,k,v}_input`` (they cost memory, so they are off by default).
+
+    ``device_map`` / ``max_memory``: for a model that does not fit one GPU (Qwen2.5-7B in float16 needs
+    about 15 GB), placement is handed to Hugging Face's own machinery (``"auto"``, ``"balanced"`` or a
+    module → device mapping); ``device`` is then left to it. The engines keep every tensor they inject on
+    the device of the activation it replaces, so a model spread over devices patches the same way.
     """
     choice = choose_model(spec, task)
-    device = resolve_device(device)
+    if device_map is not None and device is not None:
+        raise ValueError(f"give device={device!r} or device_map={device_map!r}, not both: a device map places "
+                         "every module itself")
+    if device_map is not None and choice.kind == "random":
+        raise ValueError(f"device_map applies to models loaded from the hub or a directory, not {choice.spec!r}")
+    device = resolve_device(device) if device_map is None else None
     dtype = resolve_dtype(dtype)
     if verbose:
-        print(f"[app_helpers] model: {choice.spec} — {choice.reason}; device {device}, {str(dtype)[6:]}")
+        where = f"device {device}" if device_map is None else f"device map {device_map!r}"
+        print(f"[app_helpers] model: {choice.spec} — {choice.reason}; {where}, {str(dtype)[6:]}")
     if choice.kind == "random":
         bridge = random_gpt2(device=device, dtype=dtype)
     else:
@@ -169,7 +181,9 @@ def load_model(spec: str = AUTO, device=None, dtype=None, attn_result: bool = Fa
         from transformer_lens.model_bridge import TransformerBridge
 
         try:
-            bridge = TransformerBridge.boot_transformers(choice.location, device=device, dtype=dtype)
+            placement = {"device": device} if device_map is None else {"device_map": device_map,
+                                                                       "max_memory": max_memory}
+            bridge = TransformerBridge.boot_transformers(choice.location, dtype=dtype, **placement)
         except (OSError, ValueError, KeyError) as err:
             raise ModelLoadError(f"could not load {choice.spec!r}: {err}") from err
     check_patchable(bridge, choice.spec)

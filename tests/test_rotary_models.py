@@ -138,3 +138,26 @@ def test_run_completes_offline_on_a_local_qwen2_directory(qwen_dir, tmp_path, ca
                  "--size", "tutorial", "--out", str(out)]) == 0
     record = json.loads((out / "comparison.json").read_text())
     assert record["dense"]["cost"]["sender_evaluations"] > 0 and "APP" in capsys.readouterr().out
+
+
+def test_a_device_map_reaches_the_loader_and_the_engine_still_agrees(qwen_dir, problem, monkeypatch):
+    """Placement is handed to Hugging Face's machinery; here every module is mapped to the CPU by name
+    (the one device this machine has), which exercises the same path as a map over several GPUs."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    boot, seen = TransformerBridge.boot_transformers, {}
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return boot(*args, **kwargs)
+    monkeypatch.setattr(TransformerBridge, "boot_transformers", spy)
+    layers = {f"model.layers.{i}": "cpu" for i in range(SHAPE["num_hidden_layers"])}
+    mapping = {"model.embed_tokens": "cpu", **layers, "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    model = load_model(str(qwen_dir), device_map=mapping, max_memory={"cpu": "2GiB"}, verbose=False)
+    assert seen["device_map"] == mapping and seen["max_memory"] == {"cpu": "2GiB"} and "device" not in seen
+    fast, naive = PathPatcher(model, *problem), NaivePathPatcher(model, *problem)
+    torch.testing.assert_close(fast.to_head((2, 1), "v"), naive.to_head((2, 1), "v"), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="not both"):
+        load_model(str(qwen_dir), device="cpu", device_map="auto", verbose=False)
+    with pytest.raises(ValueError, match="'random-gpt2'"):
+        load_model("random-gpt2", device_map="auto", verbose=False)

@@ -36,11 +36,11 @@ def freeze_hooks(chunk: list[Head], stop_layer: int, view: View):
 
     def make(layer):
         def hook(z, hook):  # noqa: ARG001
-            z = view.clean_z[layer].repeat(blocks, 1, 1, 1)
+            frozen = view.clean_z[layer].repeat(blocks, 1, 1, 1)
             if layer == start:
                 for b, (_, head) in enumerate(chunk):
-                    z[b * n:(b + 1) * n, :, head] = view.corrupted_z[layer][:, :, head]
-            return z
+                    frozen[b * n:(b + 1) * n, :, head] = view.corrupted_z[layer][:, :, head]
+            return frozen.to(z.device)  # a model spread over devices: this block's device
         return hook
     return [(hook_name(l, "z"), make(l)) for l in range(start, stop_layer)]
 
@@ -85,7 +85,7 @@ def receiver_pass(model, group: list[Block], records: dict[str, torch.Tensor], n
 
         def hook(act, hook):  # noqa: ARG001
             act = act.clone().view(len(group), n, T, *act.shape[2:])
-            rec = records[component].view(n_senders, n, T, *act.shape[3:])
+            rec = records[component].view(n_senders, n, T, *act.shape[3:]).to(act.device)
             act[dst, :, :, head] = rec[src, :, :, head]
             return act.view(len(group) * n, T, *act.shape[3:])
         return hook

@@ -47,10 +47,10 @@ class NaivePathPatcher(PatchingBase):
         """Every head's z set to its clean value, the sender's to its corrupted value, at every layer."""
         def make(layer):
             def hook(z, hook):  # noqa: ARG001
-                z = self._clean_z[layer].clone()
+                frozen = self._clean_z[layer].clone()
                 if layer == sender[0]:
-                    z[:, :, sender[1]] = self._corrupted_z[layer][:, :, sender[1]]
-                return z
+                    frozen[:, :, sender[1]] = self._corrupted_z[layer][:, :, sender[1]]
+                return frozen.to(z.device)
             return hook
         return [(hook_name(l, "z"), make(l)) for l in range(self.cfg.n_layers)]
 
@@ -78,7 +78,7 @@ class NaivePathPatcher(PatchingBase):
 
                 def patch(act, hook):  # noqa: ARG001
                     act = act.clone()
-                    act[:, :, index] = record["c"][:, :, index]
+                    act[:, :, index] = record["c"][:, :, index].to(act.device)
                     return act
                 ld = self._full_ld(self.clean_tokens, [(name, patch)])
                 scores[sender] = float(self.normalise(torch.tensor(ld)))
