@@ -2,8 +2,8 @@
 
 Rows: the fast engine vs the naive reference (one search, then the whole 16-run grid, with a check that
 both find identical circuits), APP vs dense path patching on the fast engine, executed FLOPs vs the lower
-bound, the full APP pipeline's wall time, and a GPT-2-shaped random-weight model (a few receivers) so
-that the cost at GPT-2 scale is visible. Timings are wall-clock on this machine; nothing here is a test.
+bound, the full APP pipeline's wall time, and random-weight models shaped like the paper's (GPT-2 small,
+GPT-2 large, Qwen2.5-0.5B; a few senders and receivers each) so that the cost at their scale is visible. Timings are wall-clock on this machine; nothing here is a test.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from .circuits import references_for
-from .gpt2_offline import GPT2_SMALL_SHAPE, random_gpt2
+from .gpt2_offline import GPT2_LARGE_CONFIG, GPT2_SMALL_SHAPE, QWEN25_05B_CONFIG, random_gpt2, random_model
 from .hooks import model_device
 from .identities import Method
 from .patching import NaivePathPatcher, PathPatcher
@@ -92,12 +92,10 @@ def _bound_ratio(run) -> str:
     return f"{work / run.cost.flops_lower_bound:.2f}" if run.cost.flops_lower_bound else "—"
 
 
-def gpt2_scale(n_prompts: int = 20, receivers=((9, 9), (10, 0)), sender_layers=(7, 8)) -> list[tuple]:
-    """GPT-2-small-shaped random model: the logits receiver and a few head receivers, senders restricted
-    to ``sender_layers`` so the naive side finishes in minutes on a CPU."""
-    model = random_gpt2(**GPT2_SMALL_SHAPE, n_ctx=64, seed=0)
+def scale_row(label: str, model, n_prompts: int, senders: list, receivers) -> tuple:
+    """Engine vs naive on one model: the logits receiver and each receiver's q, k and v, for ``senders``
+    only (few, so that the naive side finishes in minutes on a CPU; the row says how many)."""
     task = make_task("ioi", model, n=n_prompts, seed=0)
-    senders = [(l, h) for l in sender_layers for h in range(model.cfg.n_heads)]
 
     def work(engine):
         engine.to_logits(senders)
@@ -107,11 +105,25 @@ def gpt2_scale(n_prompts: int = 20, receivers=((9, 9), (10, 0)), sender_layers=(
         return engine
     naive, naive_s = _timed(lambda: work(NaivePathPatcher.from_task(model, task)))
     fast, fast_s = _timed(lambda: work(PathPatcher.from_task(model, task)))
-    evaluations = fast.cost.sender_evaluations
-    return [("GPT-2-shaped (random), " + f"{len(senders)} senders x {1 + 3 * len(receivers)} receivers",
-             f"{naive_s:.1f} s", f"{fast_s:.1f} s", f"{naive_s / fast_s:.1f}x",
-             f"{evaluations} evaluations, N={n_prompts}; GFLOPs {naive.cost.flops / 1e9:.0f} vs "
-             f"{fast.cost.flops / 1e9:.0f}")]
+    cfg = model.cfg
+    return (f"{label}-shaped (random), {len(senders)} senders x {1 + 3 * len(receivers)} receivers",
+            f"{naive_s:.1f} s", f"{fast_s:.1f} s", f"{naive_s / fast_s:.1f}x",
+            f"{cfg.n_layers}x{cfg.n_heads} heads; {fast.cost.sender_evaluations} evaluations, N={n_prompts}; "
+            f"GFLOPs {naive.cost.flops / 1e9:.0f} vs {fast.cost.flops / 1e9:.0f}")
+
+
+def scale_rows():
+    """GPT-2 small (two sender layers, two receivers, N = 20), then GPT-2 large (36 x 20) and Qwen2.5-0.5B
+    (24 x 14, 2 key/value heads), four senders into one receiver each at N = 4, each model built, measured
+    and dropped in turn (the larger two take 3-4 GB of memory each). Yields each row when measured."""
+    small = random_gpt2(**GPT2_SMALL_SHAPE, n_ctx=64, seed=0)
+    yield scale_row("GPT-2", small, 20, [(l, h) for l in (7, 8) for h in range(12)], ((9, 9), (10, 0)))
+    del small
+    for label, config, sender_layer, receiver in (("GPT-2-large", GPT2_LARGE_CONFIG, 28, (30, 0)),
+                                                  ("Qwen2.5-0.5B", QWEN25_05B_CONFIG, 18, (20, 0))):
+        model = random_model(**config)
+        yield scale_row(label, model, 4, [(sender_layer, h) for h in range(4)], (receiver,))
+        del model
 
 
 def format_table(rows: list[tuple]) -> str:
@@ -133,7 +145,7 @@ def run_bench(model, model_name: str, task_name: str = "ioi", n: int = 100, eval
     steps = [lambda: engine_vs_naive(model, task, grid),
              lambda: app_vs_dense(model, task_name, n, eval_n, seed, references)[0]]
     if gpt2:
-        steps.append(gpt2_scale)
+        steps.append(scale_rows)
     rows = []
     for step in steps:
         for row in step():

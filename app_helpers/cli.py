@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--eval-n", type=int, default=200)
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--no-grid", action="store_true", help="skip the naive 16-run grid (the slowest row)")
-    bench.add_argument("--no-gpt2", action="store_true", help="skip the GPT-2-shaped row")
+    bench.add_argument("--no-gpt2", action="store_true", help="skip the rows of random models shaped like GPT-2 small, GPT-2 large and Qwen2.5-0.5B")
     bench.set_defaults(func=cmd_bench)
     return parser
 

