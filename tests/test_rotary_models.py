@@ -161,3 +161,64 @@ def test_a_device_map_reaches_the_loader_and_the_engine_still_agrees(qwen_dir, p
         load_model(str(qwen_dir), device="cpu", device_map="auto", verbose=False)
     with pytest.raises(ValueError, match="'random-gpt2'"):
         load_model("random-gpt2", device_map="auto", verbose=False)
+
+
+def test_a_grouped_key_patch_equals_a_literal_computation_on_a_one_layer_model(tmp_path):
+    """What 'patching head 0's k' does, computed by hand from the weights of a 1-layer Qwen2 (4 query heads,
+    2 key/value heads): RMSNorm, the q/k/v projections, rotary positions, causal softmax per query head
+    reading its group's keys and values. Group 0's keys come from the corrupted prompt; the bridge, with
+    ``hook_k`` patched at ``input_head(cfg, 0, "k")``, must give the same z for every head."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(2)
+    hf = Qwen2ForCausalLM(Qwen2Config(**{**SHAPE, "num_hidden_layers": 1}, num_key_value_heads=2, vocab_size=50257))
+    model = load_model(str(_save(hf, tmp_path)), verbose=False)
+    clean, corrupted = patching_problem()[:2]
+    H, H_kv, d_head = 4, 2, SHAPE["hidden_size"] // 4
+    layer = hf.model.layers[0]
+
+    def literal(tokens, keys_from=None):
+        def project(x, proj, heads):
+            return proj(x).view(*x.shape[:2], heads, d_head)  # [batch, pos, heads, d_head]
+        x = hf.model.embed_tokens(tokens)
+        h = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + hf.config.rms_norm_eps) * layer.input_layernorm.weight
+        q, k, v = project(h, layer.self_attn.q_proj, H), project(h, layer.self_attn.k_proj, H_kv), \
+            project(h, layer.self_attn.v_proj, H_kv)
+        if keys_from is not None:
+            k = k.clone()
+            k[:, :, 0] = keys_from[:, :, 0]  # group 0 = query heads 0 and 1
+        seq = tokens.shape[1]
+        inv = 1.0 / (hf.config.rope_parameters["rope_theta"] ** (torch.arange(0, d_head, 2).float() / d_head))
+        angles = torch.arange(seq).float()[:, None] * inv[None]  # [pos, d_head / 2]
+        cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+
+        def rotate(t):  # t [batch, pos, heads, d_head]
+            half = t.shape[-1] // 2
+            turned = torch.cat([-t[..., half:], t[..., :half]], -1)
+            return t * cos[None, :, None] + turned * sin[None, :, None]
+        q, k = rotate(q), rotate(k)
+        causal = torch.ones(seq, seq, dtype=torch.bool).tril()
+        z = torch.empty_like(q)
+        for head in range(H):
+            group = head // (H // H_kv)
+            scores = q[:, :, head] @ k[:, :, group].transpose(-1, -2) / d_head ** 0.5  # [batch, pos, pos]
+            pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+            z[:, :, head] = pattern @ v[:, :, group]
+        return z, project(h, layer.self_attn.k_proj, H_kv)
+
+    with torch.no_grad():
+        _, corrupted_keys = literal(corrupted)
+        want, _ = literal(clean, keys_from=corrupted_keys)
+        clean_z, _ = literal(clean)
+    _, cache = model.run_with_cache(corrupted, names_filter=["blocks.0.attn.hook_k"])
+    group = input_head(model.cfg, 0, "k")
+
+    def patch(k, hook):  # noqa: ARG001
+        k = k.clone()
+        k[:, :, group] = cache["blocks.0.attn.hook_k"][:, :, group]
+        return k
+    with model.hooks(fwd_hooks=[("blocks.0.attn.hook_k", patch)]):
+        _, got = model.run_with_cache(clean, names_filter=["blocks.0.attn.hook_z"])
+    torch.testing.assert_close(got["blocks.0.attn.hook_z"], want, atol=1e-5, rtol=0)
+    assert (want[:, :, :2] - clean_z[:, :, :2]).abs().max() > 1e-3  # the group's heads changed ...
+    torch.testing.assert_close(want[:, :, 2:], clean_z[:, :, 2:], atol=0, rtol=0)  # ... the other group's did not
