@@ -9,7 +9,7 @@ from . import devices, models, report, sizing
 from .bench import run_bench
 from .circuits import references_for
 from .pipeline import run_comparison
-from .metrics import metric_fn
+from .metrics import PATCHING_METRICS, metric_fn
 from .tasks import TASKS, generate_sentences, get_task, make_task
 
 
@@ -48,7 +48,8 @@ def cmd_run(args) -> int:
                                 model_name=choice.spec, show_progress=not args.quiet,
                                 scales=size.scales, thresholds=size.thresholds,
                                 references=references_for(choice.location, task),
-                                task_options=task_options)
+                                task_options=task_options,
+                                engine_kwargs={"metric": args.patching_metric} if args.patching_metric else None)
     print(report.comparison_table(comparison))
     out = Path(args.out)
     written = report.write_outputs(comparison, out, bridge.cfg.n_layers, bridge.cfg.n_heads)
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", default="ioi", help=f"one of {', '.join(TASKS)} (default ioi)")
     run.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                      help="repeatable: metric=prob_diff, corruption=ABA|ABD (IOI), names=single|full (induction)")
+    run.add_argument("--patching-metric", default=None, choices=list(PATCHING_METRICS),
+                     help="what path patching scores (default: the task's metric); kl = KL divergence to the "
+                          "clean distribution (Perf keeps the task's metric)")
     run.add_argument("--size", default="paper", choices=list(sizing.SIZES),
                      help="paper: N=100, held-out 200, the 4 x 4 grid (default); tutorial: N=40, 100, a 2 x 2 grid")
     run.add_argument("--n", type=int, default=None, help="prompts used for scoring and search (default: the size's)")

@@ -90,7 +90,31 @@ def clean_and_corrupted(model, task: TaskData) -> tuple[float, float]:
                      for tokens in (task.clean_tokens, task.corrupted_tokens))
 
 
+def kl_to_clean(clean_final: Tensor) -> Callable[[Tensor], Tensor]:
+    """Path patching's KL metric: final logits [..., n, vocab] → −KL(p_clean ‖ p) per prompt [..., n], with
+    ``clean_final`` [n, vocab] the full model's logits on the clean prompts.
+
+    Negative so that, like the logit difference, higher means closer to the clean behaviour: 0 on the clean
+    prompts, −KL(clean ‖ corrupted) on the corrupted ones, so the normalised score keeps its meaning (0 = no
+    effect, −1 = as far from the clean distribution as full corruption). It needs no answer tokens.
+    """
+    clean_log_probs = clean_final.float().log_softmax(-1)
+
+    def metric(final: Tensor) -> Tensor:
+        log_probs = final.float().log_softmax(-1)
+        return -(clean_log_probs.exp() * (clean_log_probs - log_probs)).sum(-1)
+    return metric
+
+
+#: Metrics a path-patching engine can score with: the task metrics and KL to the clean distribution.
+PATCHING_METRICS = (*METRICS, "kl")
+
+
 def metric_fn(name: str) -> Callable[[Tensor, Answers], Tensor]:
+    if name == "kl":
+        raise ValueError("'kl' is a path-patching metric (PathPatcher.from_task(model, task, metric='kl')); Perf % "
+                         "is a ratio to the full model's metric, which KL to the clean distribution makes 0: use "
+                         f"one of {list(METRICS)} here")
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose one of {list(METRICS)}")
     return METRICS[name]
@@ -99,7 +123,7 @@ def metric_fn(name: str) -> Callable[[Tensor, Answers], Tensor]:
 #: The smallest clean − corrupted gap of each metric (means over the prompts) at which a normalised patching
 #: score or a Perf % is worth reading. Below it both divide by noise: a random-weight GPT-2 on IOI has a gap
 #: of about 0.01 in logit difference, and there the empty circuit scores near 100 %.
-TRUSTED_GAP = {"logit_diff": 0.1, "prob_diff": 0.01}
+TRUSTED_GAP = {"logit_diff": 0.1, "prob_diff": 0.01, "kl": 0.01}
 
 
 class UntrustedMetricWarning(UserWarning):
@@ -111,7 +135,7 @@ def baseline_problems(clean: float, corrupted: float, metric: str) -> list[str]:
     cannot be trusted; empty when they can. Perf % is a ratio to ``clean``, so ``clean <= 0`` (the model
     does not do the task) voids it; the normalised metric divides by the gap."""
     problems = []
-    if not clean > 0:
+    if metric != "kl" and not clean > 0:  # KL's clean value is 0 by construction
         problems.append(f"the full model's mean {metric} is {clean:.4g} (not > 0): it does not do the task, "
                         "so Perf % (a ratio to it) has no meaning; use a model trained on the task")
     gap, least = abs(clean - corrupted), TRUSTED_GAP[metric]

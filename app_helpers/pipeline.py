@@ -33,6 +33,7 @@ class SearchRun:
     cost: Cost  # the engine's passes: set-up and all 16 searches; seconds: wall time incl. evaluation
     setup_cost: Cost  # the engine's clean/corrupted caching passes (part of ``cost``)
     problems: list[str] = field(default_factory=list)  # why its engine's normalised scores are untrustworthy
+    metric: str = "logit_diff"  # what path patching scored (the task's metric, or "kl")
 
     @property
     def name(self) -> str:
@@ -89,7 +90,7 @@ def run_grid(model, task, evaluator: CircuitEvaluator, method: Method, candidate
     cost = engine.cost.copy()
     cost.seconds = time.perf_counter() - start  # includes the engine set-up and grid evaluation
     return SearchRun(method, None if candidates is None else frozenset(candidates), grid, circuit,
-                     grid.perfs[grid.chosen], cost, engine.setup_cost, engine.problems)
+                     grid.perfs[grid.chosen], cost, engine.setup_cost, engine.problems, engine.metric_name)
 
 
 def run_comparison(model, task_name: str = "ioi", n: int = 100, seed: int = 0, eval_n: int = 200,
@@ -99,7 +100,9 @@ def run_comparison(model, task_name: str = "ioi", n: int = 100, seed: int = 0, e
                    show_progress: bool = True, task_options: dict | None = None) -> Comparison:
     """Dense path patching and APP on ``task_name`` (``n`` prompts to search, ``eval_n`` held out).
 
-    ``task_options`` go to ``make_split`` for both prompt sets (e.g. ``{"metric": "prob_diff"}``).
+    ``task_options`` go to ``make_split`` for both prompt sets (e.g. ``{"metric": "prob_diff"}``: Perf and,
+    by default, path patching use it); ``engine_kwargs`` go to both engines (e.g. ``{"metric": "kl"}``: path
+    patching scores KL to the clean distribution while Perf keeps the task's metric).
     """
     options = dict(task_options or {})
     split = make_split(task_name, model, n=n, eval_n=eval_n, seed=seed, **options)

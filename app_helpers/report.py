@@ -113,7 +113,7 @@ def comparison_record(c: Comparison) -> dict:
                           "heads": [head_name(h) for h in g.heads], "perf": p, "capped": g.capped,
                           "sender_evaluations": g.cost.sender_evaluations}
                          for g, p in zip(r.grid.runs, r.grid.perfs)],
-                "pareto_rule": r.grid.rule}
+                "pareto_rule": r.grid.rule, "patching_metric": r.metric}
     p = c.pruning
     return {
         "model": c.model, "task": c.task, "n": c.n, "eval_n": c.eval_n, "seed": c.seed,

@@ -178,3 +178,15 @@ def test_an_output_folder_with_other_files_is_refused(tmp_path):
     with pytest.raises(ValueError, match="is a file"):
         report.check_output_folder(tmp_path / "notes.txt")
     report.check_output_folder(tmp_path / "new")  # a new folder is fine
+
+
+def test_path_patching_can_score_kl_while_perf_keeps_the_task_metric(tmp_path, capsys):
+    from app_helpers.cli import main
+
+    out = tmp_path / "kl"
+    assert main(["run", "--model", "app-toy", "--task", "ioi", "--n", "8", "--eval-n", "8", "--size", "tutorial",
+                 "--patching-metric", "kl", "--quiet", "--out", str(out)]) == 0
+    record = json.loads((out / "comparison.json").read_text())
+    assert record["dense"]["patching_metric"] == record["app"]["patching_metric"] == "kl"
+    assert record["task_options"]["metric"] == "logit_diff"
+    assert record["dense"]["cost"]["forward_passes"] > 0 and "WARNING" not in capsys.readouterr().out

@@ -8,10 +8,10 @@ from typing import Callable, Iterable
 import torch
 
 from .. import validate
-from ..costs import Cost, layer_flops_per_token, qkv_flops_per_token, unembed_flops
-from ..hooks import logits_at, model_device
+from ..costs import Cost, layer_flops_per_token, qkv_flops_per_token, timed, unembed_flops
+from ..hooks import final_residual, logits_at, model_device
 from ..identities import Head, head_input
-from ..metrics import task_metric, warn_if_untrusted
+from ..metrics import PATCHING_METRICS, kl_to_clean, task_metric, warn_if_untrusted
 
 #: end-position logits [..., n_prompts, vocab] → per-prompt metric [..., n_prompts] (e.g. logit difference)
 Metric = Callable[[torch.Tensor], torch.Tensor]
@@ -62,13 +62,26 @@ class PatchingBase:
         self._needed_positions = int((self.end_pos + 1).sum())  # causal: nothing after END reaches it
 
     @classmethod
-    def from_task(cls, model, task, **kwargs):
-        """An engine for a ``TaskData``: its tokens, prediction positions and metric (per-prompt answers)."""
+    def from_task(cls, model, task, metric: str | None = None, **kwargs):
+        """An engine for a ``TaskData``: its tokens, prediction positions and metric — the task's (per-prompt
+        answers) unless ``metric`` names another of ``metrics.PATCHING_METRICS``; ``"kl"`` first runs the
+        clean prompts once for the reference distribution (counted in the engine's set-up cost)."""
         task.check_model(model)
         task = task.to(model_device(model))
-        engine = cls(model, task.clean_tokens, task.corrupted_tokens, task.end_pos, task_metric(task), **kwargs)
-        # The task names its metric, so its trust threshold applies (a bare metric callable has none).
-        engine.problems = warn_if_untrusted(engine.ld_clean, engine.ld_corrupted, task.metric,
+        name = validate.one_of("patching metric", metric or task.metric, PATCHING_METRICS)
+        reference = Cost()
+        if name == "kl":
+            with timed(reference):
+                clean_final = logits_at(model, final_residual(model, task.clean_tokens), task.end_pos)
+            reference.add_pass(model.cfg, len(task), task.clean_tokens.shape[1], model.cfg.n_layers, unembed=True)
+            fn = kl_to_clean(clean_final)
+        else:
+            fn = task_metric(task, name)
+        engine = cls(model, task.clean_tokens, task.corrupted_tokens, task.end_pos, fn, **kwargs)
+        engine.cost, engine.setup_cost = engine.cost + reference, engine.setup_cost + reference
+        engine.metric_name = name
+        # The metric is named, so its trust threshold applies (a bare metric callable has none).
+        engine.problems = warn_if_untrusted(engine.ld_clean, engine.ld_corrupted, name,
                                             f"path patching on task {task.name!r}")
         return engine
 
