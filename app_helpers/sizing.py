@@ -78,10 +78,13 @@ class Shape:
     d_head: int
     d_mlp: int
     d_vocab: int
+    n_key_value_heads: int | None = None  # grouped-query attention (Qwen2.5: 2 for 14 query heads)
+    gated_mlp: bool = False  # a third MLP matrix (Qwen2, Llama)
 
     @classmethod
     def of(cls, cfg) -> "Shape":
-        return cls(cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_mlp, cfg.d_vocab)
+        return cls(cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_mlp, cfg.d_vocab,
+                   getattr(cfg, "n_key_value_heads", None), bool(getattr(cfg, "gated_mlp", False)))
 
 
 GPT2_SMALL = Shape(12, 12, 768, 64, 3072, 50257)

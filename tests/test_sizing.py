@@ -57,3 +57,14 @@ def test_tutorial_notebooks_fit_ten_minutes_on_the_assumed_t4():
     for nb in ("00", "01", "02", "03", "04", "05", "06"):
         seconds = sum(sizing.notebook_flops(nb, sizing.GPT2_SMALL, sizing.SIZES["tutorial"], 20, True).values())
         assert seconds / sizing.T4_FLOPS_PER_SECOND <= 600, nb
+
+
+def test_the_flop_model_knows_grouped_queries_and_gated_mlps():
+    """Qwen2.5-style block by hand: q and o at full width, k and v at the key/value width, three MLP matrices."""
+    qwen = sizing.Shape(n_layers=3, n_heads=4, d_model=8, d_head=2, d_mlp=32, d_vocab=10, n_key_value_heads=2,
+                        gated_mlp=True)
+    per_token = 2 * (8 * 8 + 2 * 8 * 4 + 2 * 5 * 8 + 8 * 8 + 3 * 8 * 32)  # q, k+v, attention, o, MLP; seq 5
+    assert layer_flops_per_token(qwen, 5) == per_token
+    cfg = type("cfg", (), dict(n_layers=3, n_heads=4, d_model=8, d_head=2, d_mlp=32, d_vocab=10,
+                               n_key_value_heads=2, gated_mlp=True))
+    assert sizing.Shape.of(cfg) == qwen
