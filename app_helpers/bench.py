@@ -3,7 +3,8 @@
 Rows: the fast engine vs the naive reference (one search, then the whole 16-run grid, with a check that
 both find identical circuits), APP vs dense path patching on the fast engine, executed FLOPs vs the lower
 bound, the full APP pipeline's wall time, and random-weight models shaped like the paper's (GPT-2 small,
-GPT-2 large, Qwen2.5-0.5B; a few senders and receivers each) so that the cost at their scale is visible. Timings are wall-clock on this machine; nothing here is a test.
+GPT-2 large, Qwen2.5-0.5B; a few senders and receivers each) so that the cost at their scale is visible.
+Timings are wall-clock on this machine; nothing here is a test.
 """
 from __future__ import annotations
 

@@ -65,8 +65,8 @@ class Circuit:
         """Bool [n_layers, n_heads], True for circuit heads; fails if a head lies outside the model."""
         outside = [head_name(h) for h in self.heads if h[0] >= n_layers or h[1] >= n_heads]
         if outside:
-            raise ValueError(f"circuit {self.name + ' ' if self.name else ''}has heads outside a {n_layers}x{n_heads} model: "
-                             f"{', '.join(outside)}")
+            named = f"circuit {self.name} " if self.name else "circuit "
+            raise ValueError(f"{named}has heads outside a {n_layers}x{n_heads} model: {', '.join(outside)}")
         mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
         for layer, head in self.heads:
             mask[layer, head] = True
@@ -104,7 +104,7 @@ class Circuit:
         mlps = d.get("mlps", [])
         if any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in mlps):
             raise ValueError(f"circuit 'mlps' must be layer indices (non-negative integers), got {mlps!r}")
-        return cls(heads=tuple(d["heads"]), name=str(d.get("name", "")), roles=d["roles"] if "roles" in d else {},
+        return cls(heads=tuple(d["heads"]), name=str(d.get("name", "")), roles=d.get("roles", {}),
                    edges=tuple(edges), mlps=tuple(mlps), description=str(d.get("description", "")))
 
     def to_json(self, **kwargs) -> str:
@@ -129,7 +129,8 @@ class Circuit:
     def load(cls, path: str | os.PathLike) -> "Circuit":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no circuit file at {str(path)!r}" + (" (it is a folder)" if path.is_dir() else ""))
+            folder = " (it is a folder)" if path.is_dir() else ""
+            raise FileNotFoundError(f"no circuit file at {str(path)!r}{folder}")
         try:
             return cls.from_json(path.read_text())
         except ValueError as err:

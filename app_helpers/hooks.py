@@ -63,7 +63,7 @@ def final_residual(model, inputs, fwd_hooks=(), **forward_kwargs) -> torch.Tenso
     return box["resid"]
 
 
-#: How a mid-model pass must be handed the positions, per ``cfg.positional_embedding_type``.
+#: The ``cfg.positional_embedding_type`` values a mid-model pass can be handed (see ``block_kwargs``).
 RESUMABLE_POSITIONS = ("standard", "rotary")
 
 

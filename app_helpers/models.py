@@ -203,12 +203,12 @@ def check_patchable(bridge, name: str = "model") -> None:
     names, and patching would run on it and print numbers about a masked-LM that has no next token.
     """
     original = getattr(bridge, "original_model", None)
-    kind = type(original).__name__
-    if original is not None and not kind.endswith(CAUSAL_LM_CLASSES):
-        raise ModelLoadError(f"{name} is a {kind}, not a decoder-only causal language model: the kit reads the "
-                             "next-token prediction, which encoders and encoder-decoders do not make; use a "
-                             "GPT-2, Qwen2 or Llama-style model (a *ForCausalLM / *LMHeadModel)")
     if original is not None:
+        kind = type(original).__name__
+        if not kind.endswith(CAUSAL_LM_CLASSES):
+            raise ModelLoadError(f"{name} is a {kind}, not a decoder-only causal language model: the kit reads "
+                                 "the next-token prediction, which encoders and encoder-decoders do not make; use "
+                                 "a GPT-2, Qwen2 or Llama-style model (a *ForCausalLM / *LMHeadModel)")
         for pname, param in original.named_parameters():
             if not bool(param.isfinite().all()):
                 bad = int((~param.isfinite()).sum())

@@ -58,8 +58,13 @@ class PatchingBase:
         self.end_pos = end_pos.to(self.device)
         self.n_prompts, self.seq_len = n, seq
         self.cost = Cost()
+        self.metric_name: str | None = None  # the metric's name when ``from_task`` chose it (a bare callable has none)
         self._sender_passes_seen: set[tuple[Head, int]] = set()
         self._needed_positions = int((self.end_pos + 1).sum())  # causal: nothing after END reaches it
+        # per-token FLOPs the cost counts use on every evaluation, computed once
+        self._layer_flops = layer_flops_per_token(self.cfg, seq)  # a whole block over the prompts
+        self._end_layer_flops = layer_flops_per_token(self.cfg, 1)  # a block at the prediction position alone
+        self._qkv_projection_flops = qkv_flops_per_token(self.cfg, 0)  # a block up to q/k/v, no attention
 
     @classmethod
     def from_task(cls, model, task, metric: str | None = None, **kwargs):
@@ -142,12 +147,12 @@ class PatchingBase:
         T = self._needed_positions / n
         self.cost.sender_evaluations += 1
         if receiver_layer is None:
-            self.cost.flops_lower_bound += n * ((cfg.n_layers - sender[0]) * layer_flops_per_token(cfg, 1)
+            self.cost.flops_lower_bound += n * ((cfg.n_layers - sender[0]) * self._end_layer_flops
                                                 + unembed_flops(cfg))
             return
-        layer_flops = layer_flops_per_token(cfg, self.seq_len)
         if (sender, receiver_layer) not in self._sender_passes_seen:
             self._sender_passes_seen.add((sender, receiver_layer))
-            qkv_projections = qkv_flops_per_token(cfg, 0)  # the receiver layer up to q/k/v, no attention
-            self.cost.flops_lower_bound += n * T * ((receiver_layer - sender[0]) * layer_flops + qkv_projections)
-        self.cost.flops_lower_bound += n * (T * (cfg.n_layers - receiver_layer) * layer_flops + unembed_flops(cfg))
+            self.cost.flops_lower_bound += n * T * ((receiver_layer - sender[0]) * self._layer_flops
+                                                    + self._qkv_projection_flops)
+        self.cost.flops_lower_bound += n * (T * (cfg.n_layers - receiver_layer) * self._layer_flops
+                                            + unembed_flops(cfg))

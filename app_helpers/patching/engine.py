@@ -7,7 +7,7 @@ from typing import Iterable
 import torch
 
 from .. import validate
-from ..costs import qkv_flops_per_token, timed
+from ..costs import timed
 from ..hooks import block_kwargs
 from ..identities import HEAD_INPUTS, LOGITS, Head, Receiver, head_input
 from . import execution
@@ -57,7 +57,7 @@ class PathPatcher(PatchingBase):
         """Count one executed pass of ``rows`` prompts over ``tokens`` positions (default: all) through
         ``full_layers`` whole blocks, plus (``qkv``) one more block's q/k/v projections."""
         self.cost.add_pass(self.cfg, rows, tokens or self.seq_len, full_layers, unembed,
-                           extra_per_token=qkv * qkv_flops_per_token(self.cfg, 0))
+                           extra_per_token=qkv * self._qkv_projection_flops)
 
     def _scores(self, final: torch.Tensor) -> list[float]:
         """Normalised metric per block from prediction-position residuals [blocks, n_prompts, d_model]."""
