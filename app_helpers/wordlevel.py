@@ -24,36 +24,42 @@ SPECIAL_TOKENS = {"bos_token": "<|bos|>", "eos_token": "<|eos|>", "pad_token": "
                   "unk_token": "<|unk|>"}
 
 
-def pre_tokenizer():
-    """Words and punctuation runs split apart, then digit runs split into pairs."""
+def pre_tokenizer(digits: str = "pairs"):
+    """Words and punctuation runs split apart, then digit runs split into pairs (GPT-2's years) or, with
+    ``digits="single"``, into single digits (as Qwen's tokenizer writes numbers)."""
     from tokenizers import Regex, pre_tokenizers
 
-    return pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
-                                    pre_tokenizers.Split(Regex(r"\d\d"), behavior="isolated")])
+    split = (pre_tokenizers.Digits(individual_digits=True) if digits == "single"
+             else pre_tokenizers.Split(Regex(r"\d\d"), behavior="isolated"))
+    return pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), split])
 
 
-def vocabulary_words(texts: Iterable[str] | None = None, extra_words: Iterable[str] = ()) -> list[str]:
+def vocabulary_words(texts: Iterable[str] | None = None, extra_words: Iterable[str] = (),
+                     digits: str = "pairs") -> list[str]:
     """Sorted distinct words of ``texts`` (default: every task's templates and word lists) and extras."""
     if texts is None:
         texts = vocabulary()
-    split = pre_tokenizer().pre_tokenize_str
+    split = pre_tokenizer(digits).pre_tokenize_str
     found = {w for text in (*texts, *extra_words) for w, _ in split(text)}
     return sorted(found - set(SPECIAL_TOKENS.values()))
 
 
 def build_word_level_tokenizer(out_dir: str | os.PathLike, extra_words: Iterable[str] = (),
-                               texts: Iterable[str] | None = None):
+                               texts: Iterable[str] | None = None, digits: str = "pairs"):
     """Build the tokenizer, save it to ``out_dir`` (HF format) and return it loaded from there.
 
-    ``texts``: where the vocabulary comes from (default: all tasks); ``extra_words``: more words or texts.
+    ``texts``: where the vocabulary comes from (default: all tasks); ``extra_words``: more words or texts;
+    ``digits``: "pairs" or "single" (see ``pre_tokenizer``).
     Ids: special tokens first, then words in sorted order, so the same vocabulary gives the same ids.
     """
+    if digits not in ("pairs", "single"):
+        raise ValueError(f"digits must be 'pairs' or 'single', not {digits!r}")
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
 
-    words = list(SPECIAL_TOKENS.values()) + vocabulary_words(texts, extra_words)
+    words = list(SPECIAL_TOKENS.values()) + vocabulary_words(texts, extra_words, digits)
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=SPECIAL_TOKENS["unk_token"]))
-    core.pre_tokenizer = pre_tokenizer()
+    core.pre_tokenizer = pre_tokenizer(digits)
     out_dir = Path(out_dir)
     PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL_TOKENS).save_pretrained(out_dir)
     return load_word_level_tokenizer(out_dir)

@@ -129,8 +129,8 @@ def test_clean_and_corrupted_differ_exactly_in_the_corrupted_slots(name, which, 
     spec, tok = TASKS[name], tokenizers[which]
     t = make_task(name, tok, 10, seed=5)
     # Re-draw the same examples (sampling is deterministic) to know which slots were changed.
-    examples = spec.sample(random.Random(5), 10, spec.pools(Tok(tok), **spec.option_defaults),
-                           **spec.option_defaults)
+    opts = spec.resolve(Tok(tok), dict(spec.option_defaults))
+    examples = spec.sample(random.Random(5), 10, spec.pools(Tok(tok), **opts), **opts)
     for i, ex in enumerate(examples):
         expected, pos = set(), 1  # after BOS
         for (text, slot), (text2, _) in zip(pieces(t.templates[ex.group], ex.clean),
@@ -215,6 +215,48 @@ def test_greater_than_answer_sets_partition_the_years(gpt2_tok):
         correct = {int(gpt2_tok.decode([x])) for x in a.correct_ids[i][a.correct_mask[i]].tolist()}
         wrong = {int(gpt2_tok.decode([x])) for x in a.wrong_ids[i][a.wrong_mask[i]].tolist()}
         assert correct == set(range(yy + 1, 100)) and wrong == set(range(yy))
+
+
+@pytest.fixture(scope="module")
+def digit_tok(tmp_path_factory):
+    """A word-level tokenizer that writes numbers digit by digit, as Qwen's does (" 1732" → 1, 7, 3, 2)."""
+    return build_word_level_tokenizer(tmp_path_factory.mktemp("digits"), digits="single")
+
+
+def test_greater_than_digit_by_digit_by_hand(digit_tok, capsys):
+    t = make_task("greater_than", digit_tok, 40, seed=0)
+    assert "two positions" in capsys.readouterr().out and t.options["digits"] == "single"
+    k = len(words.GREATER_THAN_TEMPLATES)
+    assert t.templates[k:] == [x + "{TENS}" for x in t.templates[:k]]
+    a = t.answers
+    for i, (clean, corrupted) in enumerate(zip(t.clean_prompts, t.corrupted_prompts)):
+        yy = decoded(t, i)[int(t.word_pos["YY"][i])] + decoded(t, i)[int(t.word_pos["YY"][i]) + 1]
+        second = int(t.groups[i]) >= k
+        digit = int(yy[1] if second else yy[0])  # the digit of YY asked for at END
+        # the prompt ends at "17" (tens digit asked) or at "17" + YY's tens digit (units digit asked)
+        assert clean.endswith(" 17" + (yy[0] if second else "")) and decoded(t, i)[-1] == (yy[0] if second else "7")
+        assert corrupted == clean.replace("17" + yy, "1701", 1)
+        correct = [int(x) for x in digit_tok.convert_ids_to_tokens(a.correct_ids[i][a.correct_mask[i]].tolist())]
+        wrong = [int(x) for x in digit_tok.convert_ids_to_tokens(a.wrong_ids[i][a.wrong_mask[i]].tolist())]
+        assert correct == list(range(digit + 1, 10)) and wrong == list(range(digit)) and 0 < digit < 9
+    assert {int(g) >= k for g in t.groups} == {False, True}  # both positions present
+    pairs = make_task("greater_than", word_level_tokenizer(), 4, seed=0)
+    assert pairs.options["digits"] == "pairs" and len(pairs.templates) == k
+
+
+def test_greater_than_digit_modes_fail_clearly(digit_tok, gpt2_tok):
+    with pytest.raises(ValueError, match="two-digit year endings.*digits='single'"):
+        make_task("greater_than", digit_tok, 4, digits="pairs")
+    with pytest.raises(ValueError, match="one token per digit"):
+        make_task("greater_than", gpt2_tok, 4, digits="single")
+    with pytest.raises(ValueError, match="unknown year-digit mode"):
+        make_task("greater_than", gpt2_tok, 4, digits="three")
+
+
+def test_greater_than_split_resolves_digits_once(digit_tok, capsys):
+    split = tasks.make_split("greater_than", digit_tok, 10, 10, seed=0)
+    assert capsys.readouterr().out.count("two positions") == 1
+    assert split.held_out.options["digits"] == "single" and split.held_out.templates == split.search.templates
 
 
 def test_seeded_and_deterministic(gpt2_tok):

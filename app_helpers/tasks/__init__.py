@@ -59,7 +59,8 @@ def make_task(name: str, model_or_tokenizer, n: int, seed: int = 0, *, prepend_b
     ``model_or_tokenizer``: a ``TransformerBridge`` (its tokenizer is used and tensors go to its device)
     or a Hugging Face tokenizer. Tokens start with the tokenizer's BOS (GPT-2: ``<|endoftext|>``) unless
     ``prepend_bos=False``. ``metric``: "logit_diff" (default) or "prob_diff". Task options: IOI
-    ``corruption`` ("ABC", "ABA", "ABD"); name induction ``names`` ("auto", "single", "full").
+    ``corruption`` ("ABC", "ABA", "ABD"); name induction ``names`` ("auto", "single", "full"); Greater-Than
+    ``digits`` ("auto", "pairs", "single": years as digit pairs or digit by digit, see ``tasks.greater_than``).
     """
     spec = get_task(name)
     n, seed = check_prompt_count("n (the number of prompts)", n), validate.seed(seed)
@@ -70,7 +71,7 @@ def make_task(name: str, model_or_tokenizer, n: int, seed: int = 0, *, prepend_b
     if spec.bpe_only and not tok.is_bpe:
         raise ValueError(f"task {spec.name!r} is not available for this tokenizer: it needs a BPE tokenizer "
                          "such as GPT-2's (code tokens, newlines, indentation)")
-    opts = resolve_options(spec, options)
+    opts = spec.resolve(tok, resolve_options(spec, options))
     examples = spec.sample(random.Random(seed), n, spec.pools(tok, **opts), **opts)
     data = build(spec, spec.templates(**opts), examples, tok, prepend_bos, metric,
                  options=dict(opts, n=n, seed=seed, prepend_bos=prepend_bos))
@@ -103,7 +104,7 @@ def make_split(name: str, model_or_tokenizer, n: int, eval_n: int, seed: int = 0
     spec = get_task(name)
     tokenizer, model_device = _tokenizer_of(model_or_tokenizer)
     tok = Tok(tokenizer)
-    opts = resolve_options(spec, options)
+    opts = {key: search.options[key] for key in resolve_options(spec, options)}  # as the search resolved them
     templates = spec.templates(**opts)
     pools = spec.pools(tok, **opts)
     seen = set(zip(search.clean_prompts, search.corrupted_prompts))
@@ -132,7 +133,7 @@ def generate_sentences(name: str, n: int, seed: int = 0, **options: Any) -> list
     """
     spec = get_task(name)
     n = validate.integer("n (the number of sentences)", n, at_least=1)
-    opts = resolve_options(spec, options)
+    opts = spec.resolve(None, resolve_options(spec, options))
     rng = random.Random(validate.seed(seed))
     templates = spec.templates(**opts)
     return [Sentence(fill(templates[ex.group], ex.clean), rng.choice(ex.correct), ex.group)

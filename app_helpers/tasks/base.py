@@ -145,6 +145,10 @@ class TaskSpec:
     metric = "logit_diff"
     bpe_only = False
 
+    def resolve(self, tok: "Tok | None", options: dict[str, Any]) -> dict[str, Any]:
+        """Options whose default depends on the tokenizer ("auto") made concrete; the rest as given."""
+        return options
+
     def templates(self, **options) -> list[str]:
         """One template per group id."""
         raise NotImplementedError
