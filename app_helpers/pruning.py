@@ -306,6 +306,15 @@ def merged_sweep(evaluator: CircuitEvaluator, sweeps: list[SweepResult], rule: s
     return _evaluate_sweep(evaluator, "merged", sparsities, kept, rule)
 
 
+def _checked_overrides(sparsity: dict[str, float]) -> dict[str, float]:
+    unknown = sorted(set(sparsity) - set(METHODS))
+    if unknown:
+        raise validate.InputError(f"sparsity overrides for unknown method(s) {unknown}; methods are {list(METHODS)}")
+    for p in sparsity.values():
+        check_sparsity(p)
+    return {m: float(p) for m, p in sparsity.items()}
+
+
 def _checked(sparsities) -> list[float]:
     """A sweep's sparsities: at least two, each in [0, 1), increasing (a curve and its cliff need them so)."""
     sparsities = list(sparsities)
@@ -343,6 +352,30 @@ class PruningResult:
         """The pruned sets as the paper's Table 2 names them: each method's kept set and their union."""
         return {"FLAP": self.kept["flap"], "Contrastive": self.kept["contrastive"], "Merged": self.merged}
 
+    def with_sparsity(self, sparsity: dict[str, float]) -> "PruningResult":
+        """The same scores and sweeps with other sparsities for some methods (the rest keep theirs): no
+        forward pass, so a notebook or widget can move each method's sparsity freely."""
+        chosen = {**self.sparsity, **_checked_overrides(sparsity)}
+        kept = {m: _keep(self.scores[m].scores, chosen[m]) for m in METHODS}
+        if not merge(*kept.values()):
+            raise validate.InputError(f"pruning at sparsities {chosen} keeps no head of {self.n_heads_total}: APP "
+                                      "would search nothing; pass lower sparsities (sparsity={'flap': ..., "
+                                      "'contrastive': ...})")
+        return PruningResult(self.scores, self.sweeps, chosen, kept, merge(*kept.values()), self.n_heads_total,
+                             self.cost)
+
+
+def merged_perf_grid(evaluator: CircuitEvaluator, result: PruningResult, sparsities) -> dict[tuple[float, float], float]:
+    """Perf % of the merged set for every (FLAP sparsity, Contrastive sparsity) pair of ``sparsities``, in
+    one batched evaluation: what a widget that moves the two sparsities separately looks up."""
+    sparsities = _checked(sparsities)
+    pairs = [(a, b) for a in sparsities for b in sparsities]
+    sets = [merge(_keep(result.scores["flap"].scores, a), _keep(result.scores["contrastive"].scores, b))
+            for a, b in pairs]
+    distinct = sorted(set(sets), key=sorted)
+    perf = dict(zip(distinct, (r.perf for r in evaluator.evaluate([list(s) for s in distinct]))))
+    return {pair: perf[heads] for pair, heads in zip(pairs, sets)}
+
 
 def prune_for_app(model, task, sparsities=DEFAULT_SPARSITIES, rule: str = "first",
                   sparsity: dict[str, float] | None = None, ablation: str = "mean",
@@ -350,22 +383,15 @@ def prune_for_app(model, task, sparsities=DEFAULT_SPARSITIES, rule: str = "first
     """Score heads both ways, sweep, take each method's cliff (or ``sparsity[method]`` to override it),
     and merge the two kept sets."""
     validate.one_of("cliff rule", rule, CLIFF_RULES)
-    sparsities = _checked(sparsities)
-    unknown = sorted(set(sparsity or {}) - set(METHODS))
-    if unknown:
-        raise validate.InputError(f"sparsity overrides for unknown method(s) {unknown}; methods are {list(METHODS)}")
-    for p in (sparsity or {}).values():
-        check_sparsity(p)
+    sparsities, sparsity = _checked(sparsities), _checked_overrides(sparsity or {})  # before any pass
     scoring = Cost()
     with timed(scoring):
         scores = score_heads(model, task, METHODS, batch_size, scoring)
     evaluator = CircuitEvaluator(model, task, ablation)
     sweeps = {m: sparsity_sweep(evaluator, scores[m], sparsities, rule) for m in METHODS}
     sweeps["merged"] = merged_sweep(evaluator, [sweeps[m] for m in METHODS], rule)
-    chosen = {m: float((sparsity or {}).get(m, sweeps[m].cliff.sparsity)) for m in METHODS}
-    kept = {m: _keep(scores[m].scores, chosen[m]) for m in METHODS}
+    cliffs = {m: sweeps[m].cliff.sparsity for m in METHODS}
+    kept = {m: _keep(scores[m].scores, cliffs[m]) for m in METHODS}
     total = model.cfg.n_layers * model.cfg.n_heads
-    if not merge(*kept.values()):
-        raise validate.InputError(f"pruning at sparsities {chosen} keeps no head of {total}: APP would search "
-                                  "nothing; pass lower sparsities (sparsity={'flap': ..., 'contrastive': ...})")
-    return PruningResult(scores, sweeps, chosen, kept, merge(*kept.values()), total, scoring + evaluator.cost)
+    at_cliffs = PruningResult(scores, sweeps, cliffs, kept, merge(*kept.values()), total, scoring + evaluator.cost)
+    return at_cliffs.with_sparsity(sparsity)

@@ -69,6 +69,25 @@ def comparison_table(c: Comparison) -> str:
     lines.append(f"dense circuit: {' '.join(map(head_name, c.dense.circuit.heads)) or '(empty)'}")
     lines.append(f"APP circuit:   {' '.join(map(head_name, c.app.circuit.heads)) or '(empty)'}")
     lines += [f"WARNING — numbers above are not to be trusted: {p}" for p in c.problems]
+    if c.baselines:
+        lines += ["", methods_table(c)]
+    return "\n".join(lines)
+
+
+def methods_table(c: Comparison) -> str:
+    """Every method of the comparison side by side, one row each: circuit size, held-out Perf, overlap
+    with the reference circuit (the first of ``c.references``, else dense PP), GFLOPs and seconds; methods
+    restricted to the pruned set also show their cost with the pruning included."""
+    ref = next(iter(c.references), "dense PP")
+    ov = c.overlaps()
+    head = (f"{'method':<34}{'heads':>6}{'Perf %':>8}{'TPR':>6}{'prec.':>6}{'GFLOPs':>10}"
+            f"{'+ pruning':>11}{'seconds':>9}")
+    lines = [f"{c.task} on {c.model or 'model'}: every method, overlap vs {ref}", head]
+    for r in (c.dense, c.app, *c.baselines):
+        o = ov[r.name][ref]
+        pruned = "" if r.candidates is None else _fmt((r.cost.flops + c.pruning_cost.flops) / 1e9)
+        lines.append(f"{r.name:<34}{len(r.circuit):>6}{_fmt(r.perf):>8}{_fmt(o.tpr):>6}{_fmt(o.precision):>6}"
+                     f"{_fmt(r.cost.flops / 1e9):>10}{pruned:>11}{_fmt(r.cost.seconds):>9}")
     return "\n".join(lines)
 
 
@@ -128,6 +147,7 @@ def comparison_record(c: Comparison) -> dict:
                            "cliff_rule": s.cliff.rule} for m, s in p.sweeps.items()},
             "cost": c.pruning_cost.as_dict()},
         "dense": run(c.dense), "app": run(c.app),
+        "baselines": {r.name: run(r) for r in c.baselines},
         "overlaps": {m: {ref: o.as_dict() for ref, o in refs.items()} for m, refs in c.overlaps().items()},
         "table": [[label, dv, av] for label, dv, av in comparison_rows(c)],
     }
@@ -239,7 +259,7 @@ def save_figures(c: Comparison, out_dir: Path, n_layers: int, n_heads: int) -> l
         "sweep": viz.sweep_curves(list(p.sweeps.values())),
         "kept": viz.kept_heatmap({"FLAP": p.kept["flap"], "Contrastive": p.kept["contrastive"]}, n_layers,
                                  n_heads, title="heads kept at each method's cliff",
-                                 outlined=c.dense.circuit.heads),
+                                 outlined=c.dense.circuit.heads, neither="pruned by both"),
         "circuit_dense": viz.circuit_graph(c.dense.circuit.heads, c.dense.circuit.edges, n_layers, n_heads,
                                            title=f"dense PP circuit ({len(c.dense.circuit)} heads)"),
         "circuit_app": viz.circuit_graph(c.app.circuit.heads, c.app.circuit.edges, n_layers, n_heads,

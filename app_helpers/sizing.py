@@ -116,6 +116,30 @@ def pruning_flops(shape: Shape, prompts: int, seq: int) -> int:
     return forward_flops(shape, prompts, seq) * (2 + 3 * len(DEFAULT_SPARSITIES))
 
 
+@dataclass(frozen=True)
+class CostCurve:
+    """One search's FLOPs (the model above) for every size of the pruned set: ``app[i]`` for
+    ``heads[i]`` heads, beside dense PP and the pruning that APP pays first."""
+
+    heads: tuple[int, ...]
+    dense: int
+    app: tuple[int, ...]
+    pruning: int
+
+    @property
+    def break_even(self) -> int | None:
+        """The largest pruned set for which APP + pruning costs no more than dense PP (None: never)."""
+        paying = [h for h, a in zip(self.heads, self.app) if a + self.pruning <= self.dense]
+        return paying[-1] if paying else None
+
+
+def cost_curve(shape: Shape, prompts: int, seq: int, circuit_heads: int) -> CostCurve:
+    heads = tuple(range(1, shape.n_layers * shape.n_heads + 1))
+    return CostCurve(heads, search_flops(shape, prompts, seq, circuit_heads),
+                     tuple(search_flops(shape, prompts, seq, circuit_heads, h) for h in heads),
+                     pruning_flops(shape, prompts, seq))
+
+
 def comparison_flops(shape: Shape, size: Size, seq: int, circuit_heads: int, merged: int) -> dict[str, int]:
     """``run_comparison`` by stage: pruning, the dense grid, the APP grid, held-out evaluation. A grid costs
     one search: scores are memoised, and the loosest setting expands every receiver the others do."""
@@ -149,7 +173,8 @@ def notebook_flops(notebook: str, shape: Shape, size: Size, seq: int, is_gpt2_sm
     if notebook == "02":
         return {"head scores": 4 * one}
     if notebook == "03":
-        return {"sweeps (computed twice)": 2 * pruning_flops(shape, size.n, seq)}
+        pairs = len(DEFAULT_SPARSITIES[::3]) ** 2  # the search-space explorer's Perf grid (an upper bound)
+        return {"sweeps": pruning_flops(shape, size.n, seq), "merged Perf grid": pairs * one}
     if notebook == "04":
         heads, _ = assumed_circuit(shape, "ioi", is_gpt2_small)
         return {"naive to-logits check": shape.n_layers * shape.n_heads * one,

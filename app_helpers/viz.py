@@ -39,12 +39,15 @@ def _outline(ax, heads: Iterable[tuple[int, int]], colour="black", width=1.8):
 
 
 def head_heatmap(matrix, title: str = "", outlined: Iterable[tuple[int, int]] = (), diverging: bool = True,
-                 annotate: bool | None = None, label: str = "", ax=None, limit: float | None = None):
+                 annotate: bool | None = None, label: str = "", ax=None, limit: float | None = None,
+                 floor: float = 0.0):
     """A [layer, head] heatmap (scores or path-patching effects); ``outlined`` heads get a black box.
 
     ``diverging`` centres the colour map at 0 (patching effects: red hurts, blue helps); NaN is grey.
     ``limit``: the colour scale runs over ±limit (diverging) or up to limit; by default this matrix's
-    largest size. Give panels that are meant to be compared the same limit, or equal colours mislead.
+    largest size, but at least ``floor``: a matrix of pure noise (largest 0.01) would otherwise be painted
+    as saturated as a real effect. Give panels that are meant to be compared the same limit, or equal
+    colours mislead. Cell labels are white on dark cells, black on light ones.
     """
     data = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
     validate.matrix("the heatmap's matrix", torch.from_numpy(data))
@@ -54,7 +57,7 @@ def head_heatmap(matrix, title: str = "", outlined: Iterable[tuple[int, int]] = 
         figsize=(max(4.0, 0.45 * n_heads + 2), max(2.5, 0.4 * n_layers + 1.2)))
     cmap = plt.get_cmap("RdBu" if diverging else "viridis").with_extremes(bad=NAN_COLOUR)
     finite = data[np.isfinite(data)]
-    bound = limit if limit is not None else (float(np.abs(finite).max()) if finite.size else 1.0)
+    bound = limit if limit is not None else max(float(np.abs(finite).max()) if finite.size else 1.0, floor)
     bound = bound or 1.0
     limits = dict(vmin=-bound, vmax=bound) if diverging else ({} if limit is None else dict(vmax=bound))
     image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, aspect="auto", **limits)
@@ -64,7 +67,8 @@ def head_heatmap(matrix, title: str = "", outlined: Iterable[tuple[int, int]] = 
     if annotate if annotate is not None else n_layers * n_heads <= 64:
         for (layer, head), value in np.ndenumerate(data):
             if np.isfinite(value):
-                ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=7)
+                ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color=_ink(image.cmap(image.norm(value))))
     if np.isnan(data).any():
         ax.legend(handles=[Rectangle((0, 0), 1, 1, color=NAN_COLOUR, label="not evaluated (pruned)")],
                   loc="upper left", bbox_to_anchor=(0, -0.12 - 0.02 * n_layers / 6), fontsize=8, frameon=False)
@@ -73,8 +77,10 @@ def head_heatmap(matrix, title: str = "", outlined: Iterable[tuple[int, int]] = 
 
 
 def kept_heatmap(kept: Mapping[str, Iterable[tuple[int, int]]], n_layers: int, n_heads: int,
-                 title: str = "Heads kept", outlined: Iterable[tuple[int, int]] = (), ax=None):
-    """Which method keeps which head: one colour per combination of (up to two) methods, plus 'none'.
+                 title: str = "Heads kept", outlined: Iterable[tuple[int, int]] = (), ax=None,
+                 neither: str = "in neither"):
+    """Which set holds which head: one colour per combination of (up to two) head sets, plus ``neither``
+    (say what it means here: "pruned by both" for kept sets, "in neither circuit" for circuits).
 
     ``outlined`` marks reference heads (e.g. a known circuit) so that losses are visible at a glance.
     """
@@ -87,7 +93,8 @@ def kept_heatmap(kept: Mapping[str, Iterable[tuple[int, int]]], n_layers: int, n
     for layer in range(n_layers):
         for head in range(n_heads):
             code[layer, head] = sum((1 << i) for i, s in enumerate(sets) if (layer, head) in s)
-    labels = ["pruned by all", f"{names[0]} only"] + ([f"{names[1]} only", "both"] if len(names) == 2 else [])
+    labels = ([neither, f"{names[0]} only", f"{names[1]} only", "both"] if len(names) == 2
+              else [neither, names[0]])
     colours = ["#f0f0f0", "#fdae61", "#74add1", "#4d4d4d"][:len(labels)]
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
         figsize=(max(4.0, 0.45 * n_heads + 2), max(2.5, 0.4 * n_layers + 1.2)))
@@ -107,11 +114,16 @@ def kept_heatmap(kept: Mapping[str, Iterable[tuple[int, int]]], n_layers: int, n
 def sweep_curves(sweeps: Sequence, title: str = "Perf of the pruned model vs sparsity", ax=None,
                  marker_at: float | None = None):
     """Perf % against sparsity for each sweep (objects with ``method``, ``sparsities``, ``perfs``,
-    ``cliff``), the chosen cliff marked; ``marker_at`` draws the user's current sparsity."""
+    ``cliff``), each method's cliff marked; ``marker_at`` draws the user's current sparsity. The merged
+    sweep (the union at equal sparsity) gets no cliff marker: APP takes each method's own cliff."""
     validate.nonempty("sweeps", list(sweeps), "pass the sweeps of a PruningResult (result.sweeps.values())")
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
     for sweep in sweeps:
-        line, = ax.plot(sweep.sparsities, sweep.perfs, label=sweep.method, linewidth=1.8)
+        merged = sweep.method == "merged"
+        line, = ax.plot(sweep.sparsities, sweep.perfs, linewidth=1.8, linestyle="--" if merged else "-",
+                        label="merged (union at equal p)" if merged else sweep.method)
+        if merged:
+            continue
         cliff = sweep.cliff
         perf_at = np.interp(cliff.sparsity, sweep.sparsities, sweep.perfs)
         ax.scatter([cliff.sparsity], [perf_at], s=70, color=line.get_color(), edgecolor="black", zorder=3,
@@ -123,7 +135,7 @@ def sweep_curves(sweeps: Sequence, title: str = "Perf of the pruned model vs spa
     ax.set_xlabel("sparsity (fraction of heads pruned)")
     ax.set_ylabel("Perf % (pruned heads mean-ablated)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -156,9 +168,10 @@ def circuit_graph(heads: Iterable[tuple[int, int]], edges: Iterable, n_layers: i
                                     lw=1.2, alpha=0.75, shrinkA=7, shrinkB=7,
                                     connectionstyle="arc3,rad=0.08"))
     for head in heads:
-        ax.scatter([head[1]], [head[0]], s=260, color=role_colour[roles.get(head, "")], edgecolor="black",
-                   zorder=3)
-        ax.text(head[1], head[0], f"{head[0]}.{head[1]}", ha="center", va="center", fontsize=6, zorder=4)
+        colour = role_colour[roles.get(head, "")]
+        ax.scatter([head[1]], [head[0]], s=480, color=colour, edgecolor="black", zorder=3)
+        ax.text(head[1], head[0], f"{head[0]}.{head[1]}", ha="center", va="center", fontsize=8, zorder=4,
+                color=_ink(colour))
     ax.scatter([n_heads / 2 - 0.5], [top], s=400, marker="s", color="#555555", zorder=3)
     ax.text(n_heads / 2 - 0.5, top, "logits", ha="center", va="center", color="white", fontsize=7, zorder=4)
     ax.set_xlim(-1, n_heads)
@@ -167,7 +180,8 @@ def circuit_graph(heads: Iterable[tuple[int, int]], edges: Iterable, n_layers: i
     ax.set_xticks(range(n_heads))
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    handles = [Line2D([0], [0], color=c, lw=2, label=f"via {k}") for k, c in COMPONENT_COLOURS.items()]
+    used = {e[2] for e in edges if tuple(e[0]) in heads}
+    handles = [Line2D([0], [0], color=c, lw=2, label=f"via {k}") for k, c in COMPONENT_COLOURS.items() if k in used]
     handles += [Line2D([0], [0], marker="o", linestyle="", markerfacecolor=c, markeredgecolor="black",
                        markersize=9, label=r or "circuit head") for r, c in role_colour.items()]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
@@ -177,25 +191,80 @@ def circuit_graph(heads: Iterable[tuple[int, int]], edges: Iterable, n_layers: i
 
 
 def cost_bars(costs: Mapping[str, object], title: str = "Cost of the search", ax=None):
-    """Side-by-side bars (log scale) of sender evaluations, forward passes, GFLOPs and seconds for each
-    named ``Cost``; each bar is labelled with its value so ratios can be read off directly."""
+    """Side-by-side bars of sender evaluations, forward passes, GFLOPs and seconds for each named ``Cost``,
+    on a linear scale from 0 (a log scale makes a 5× saving look like nothing). Each bar is labelled with
+    its value and its ratio to the first bar, so "×5.3 fewer" is read off, not guessed."""
     metrics = [("sender_evaluations", "sender evals", 1), ("forward_passes", "passes", 1),
                ("flops", "GFLOPs", 1e-9), ("seconds", "seconds", 1)]
     names = list(validate.nonempty("costs", list(costs), "pass a mapping of names to Cost objects"))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.2)) if ax is None else (ax.figure, ax)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4)) if ax is None else (ax.figure, ax)
     palette = plt.get_cmap("tab10")
     for axis, (field_name, label, scale) in zip(np.atleast_1d(axes), metrics):
         values = [getattr(costs[n], field_name) * scale for n in names]
         bars = axis.bar(names, values, color=[palette(i) for i in range(len(names))])
-        for bar, value in zip(bars, values):
-            axis.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), _short(value), ha="center",
-                      va="bottom", fontsize=8)
-        axis.set_yscale("log" if min(values, default=0) > 0 else "linear")
+        for i, (bar, value) in enumerate(zip(bars, values)):
+            text = _short(value) + ("" if i == 0 else _ratio_label(values[0], value))
+            axis.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), text, ha="center", va="bottom",
+                      fontsize=8)
+        axis.set_ylim(0, 1.18 * max(values + [1e-12]))
         axis.set_title(label)
         axis.tick_params(axis="x", labelrotation=20)
-    fig.suptitle(title)
+    fig.suptitle(title + f" (ratios vs {names[0]})")
     fig.tight_layout()
     return fig
+
+
+def _ratio_label(base: float, value: float) -> str:
+    if value <= 0 or base <= 0:
+        return ""
+    r = base / value
+    return f"\n×{r:.1f} fewer" if r >= 1 else f"\n×{1 / r:.1f} more"
+
+
+def cost_vs_heads(curve, this_run: tuple[int, float] | None = None, dense_measured: float | None = None,
+                  title: str = "When does APP pay for its pruning?", ax=None):
+    """GFLOPs of one search against the number of heads it may use (the pruned set), from the kit's FLOP
+    model (``curve``: a ``sizing.CostCurve``): dense PP is flat, APP grows with the set, APP + pruning adds
+    pruning's fixed cost. Where "APP + pruning" crosses "dense PP" is the break-even set size: a smaller
+    pruned set pays for itself. ``this_run``: (heads in the pruned set, measured APP + pruning GFLOPs), a
+    point; ``dense_measured``: this run's dense GFLOPs, a dotted line (the model is an upper bound: the
+    engine's memoisation makes measured costs lower, so compare measured with measured)."""
+    xs = np.asarray(curve.heads)
+    dense, app, pruning = curve.dense / 1e9, np.asarray(curve.app) / 1e9, curve.pruning / 1e9
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
+    ax.plot(xs, np.full(xs.shape, dense), color="#1f77b4", label="dense PP (model)")
+    ax.plot(xs, app, color="#ff7f0e", label="APP (model)")
+    ax.plot(xs, app + pruning, color="#d62728", label="APP + pruning (model)")
+    if curve.break_even is not None:
+        ax.axvline(curve.break_even, color="grey", linestyle="--", linewidth=1,
+                   label=f"break-even: {curve.break_even} of {int(xs[-1])} heads")
+    if dense_measured is not None:
+        ax.axhline(dense_measured, color="#1f77b4", linestyle=":", label="dense PP (this run)")
+    if this_run is not None:
+        ax.scatter([this_run[0]], [this_run[1]], s=80, color="#d62728", edgecolor="black", zorder=3,
+                   label=f"this run: {this_run[0]} heads, APP + pruning")
+    ax.set_xlabel("heads in the pruned set (APP's search space)")
+    ax.set_ylabel("GFLOPs")
+    ax.set_ylim(0, None)
+    ax.set_title(title)
+    _legend(ax, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _legend(ax, **kwargs):
+    """A legend with one entry per label (repeated calls on one axis would list a label twice)."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(list(unique.values()), list(unique), **kwargs)
+
+
+def _ink(colour) -> str:
+    """Black or white text, whichever reads on ``colour`` (by its luminance)."""
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(colour)
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
 
 
 def _short(value: float) -> str:

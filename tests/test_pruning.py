@@ -151,6 +151,15 @@ def test_prune_for_app_merges_the_kept_sets_and_respects_overrides(tiny_gpt2):
         assert len(result.sweeps["flap"].kept[i]) == pruning.n_kept(8, p)
         assert result.sweeps["merged"].kept[i] == result.sweeps["flap"].kept[i] | result.sweeps["contrastive"].kept[i]
     assert len(result.sweeps["merged"].perfs) == 4 and all(map(math.isfinite, result.sweeps["merged"].perfs))
+    # moving one method's sparsity afterwards gives what asking for it up front gives, with no new pass
+    moved = result.with_sparsity({"contrastive": 0.75})
+    asked = pruning.prune_for_app(tiny_gpt2, task, sparsities=sparsities, sparsity={"flap": 0.5, "contrastive": 0.75})
+    assert moved.sparsity == asked.sparsity == {"flap": 0.5, "contrastive": 0.75}
+    assert moved.kept == asked.kept and moved.merged == asked.merged and moved.cost == result.cost
+    with pytest.raises(ValueError, match="unknown method"):
+        result.with_sparsity({"flapp": 0.5})
+    with pytest.raises(ValueError, match="keeps no head"):
+        result.with_sparsity({"flap": 0.99, "contrastive": 0.99})
 
 
 def test_scoring_an_empty_task_is_a_clear_error(tiny_gpt2):
@@ -162,3 +171,17 @@ def test_scoring_an_empty_task_is_a_clear_error(tiny_gpt2):
     with pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\)"):
         pruning.sparsity_sweep(None, pruning.HeadScores("flap", torch.zeros(2, 4), torch.zeros(2, 64)),
                                sparsities=(0.5, 1.0))
+
+
+def test_merged_perf_grid_equals_evaluating_each_union(tiny_gpt2):
+    from app_helpers.evaluation import CircuitEvaluator
+    from app_helpers.tasks import make_task
+
+    task = make_task("ioi", tiny_gpt2, n=8, seed=0)
+    result = pruning.prune_for_app(tiny_gpt2, task, sparsities=(0.5, 0.7))
+    evaluator = CircuitEvaluator(tiny_gpt2, task)
+    grid = pruning.merged_perf_grid(evaluator, result, (0.25, 0.5, 0.75))
+    assert len(grid) == 9
+    for (a, b), perf in grid.items():
+        union = result.with_sparsity({"flap": a, "contrastive": b}).merged
+        assert perf == pytest.approx(evaluator.evaluate([list(union)])[0].perf, abs=1e-4)

@@ -32,7 +32,9 @@ def test_kept_heatmap_counts_each_category():
     fig = viz.kept_heatmap({"flap": [(0, 0), (1, 1)], "contrastive": [(1, 1), (2, 0)]}, 3, 2,
                            outlined=[(2, 0)])
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend[:4] == ["pruned by all (3)", "flap only (1)", "contrastive only (1)", "both (1)"]
+    assert legend[:4] == ["in neither (3)", "flap only (1)", "contrastive only (1)", "both (1)"]
+    fig = viz.kept_heatmap({"kept": [(0, 0)]}, 2, 2, neither="pruned")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["pruned (3)", "kept (1)"]
     with pytest.raises(ValueError):
         viz.kept_heatmap({"a": [], "b": [], "c": []}, 2, 2)
 
@@ -57,10 +59,46 @@ def test_circuit_graph_draws_every_head_and_edge():
     assert len(arrows) == 3
 
 
-def test_cost_bars_label_values():
-    fig = viz.cost_bars({"dense": Cost(100, 10, 2e9, 1e9, 3.0), "APP": Cost(20, 4, 5e8, 4e8, 0.5)})
+def test_cost_bars_label_values_and_ratios_on_a_scale_from_zero():
+    fig = viz.cost_bars({"dense": Cost(100, 10, 2e9, 1e9, 3.0), "APP": Cost(20, 4, 5e8, 4e8, 0.5),
+                         "worse": Cost(200, 10, 2e9, 1e9, 6.0)})
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert {"100", "20", "2", "0.500"} <= set(texts)
+    assert {"100", "20\n×5.0 fewer", "2", "0.500\n×6.0 fewer", "200\n×2.0 more"} <= set(texts)
+    assert all(ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0 for ax in fig.axes)
+
+
+def test_cell_labels_read_on_dark_and_light_cells():
+    fig = viz.head_heatmap(torch.tensor([[1.0, 0.0], [-1.0, 0.05]]))
+    ink = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+    assert ink["1.00"] == ink["-1.00"] == "white" and ink["0.00"] == "black"
+
+
+def test_noise_floor_keeps_noise_pale():
+    m = torch.tensor([[0.01, -0.005], [0.0, 0.002]])
+    assert viz.head_heatmap(m, floor=0.5).axes[0].images[0].get_clim() == pytest.approx((-0.5, 0.5))
+    assert viz.head_heatmap(m * 100, floor=0.5).axes[0].images[0].get_clim() == pytest.approx((-1.0, 1.0))
+
+
+def test_cost_curve_break_even_matches_the_flop_model():
+    from app_helpers.sizing import GPT2_SMALL, cost_curve, pruning_flops, search_flops
+
+    curve = cost_curve(GPT2_SMALL, prompts=10, seq=16, circuit_heads=20)
+    even = curve.break_even
+    assert curve.app[-1] == curve.dense  # every head kept: APP is dense PP
+    assert search_flops(GPT2_SMALL, 10, 16, 20, even) + pruning_flops(GPT2_SMALL, 10, 16) <= curve.dense
+    assert search_flops(GPT2_SMALL, 10, 16, 20, even + 1) + pruning_flops(GPT2_SMALL, 10, 16) > curve.dense
+    fig = viz.cost_vs_heads(curve, this_run=(40, 1.0), dense_measured=2.0)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert f"break-even: {even} of 144 heads" in legend and any("this run: 40 heads" in t for t in legend)
+
+
+def test_legends_list_each_label_once():
+    perfs = [90.0] * 39
+    sweep = SweepResult("flap", list(DEFAULT_SPARSITIES), [frozenset()] * 39, perfs,
+                        find_cliff(DEFAULT_SPARSITIES, perfs))
+    fig = viz.sweep_curves([sweep, sweep])
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(legend) == len(set(legend)) == 2
 
 
 def test_head_heatmap_shared_limit_sets_the_colour_scale():
