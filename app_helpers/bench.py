@@ -20,7 +20,7 @@ from .hooks import model_device
 from .identities import Method
 from .patching import NaivePathPatcher, PathPatcher
 from .pipeline import run_comparison
-from .report import comparison_rows
+from .report import comparison_rows, methods_table
 from .search import GRID_SCALES, GRID_THRESHOLDS, grid_search, search_circuit
 from .tasks import make_task
 
@@ -60,11 +60,13 @@ def engine_vs_naive(model, task, grid: bool = True, repeats: int = 3) -> list[tu
 
 
 def app_vs_dense(model, task_name: str, n: int, eval_n: int, seed: int,
-                 references: dict | None = None) -> tuple[list[tuple], object]:
+                 references: dict | None = None, baselines: bool = False) -> tuple[list[tuple], object]:
     """The full comparison (pruning, both grids, evaluation), timed end to end; scored against
-    ``references`` (e.g. the planted truth) when given."""
+    ``references`` (e.g. the planted truth) when given; ``baselines``: the other methods too (their
+    table is ``report.methods_table``; the pipeline row's time then includes them)."""
     comparison, seconds = _timed(lambda: run_comparison(model, task_name, n=n, seed=seed, eval_n=eval_n,
-                                                        show_progress=False, references=references))
+                                                        show_progress=False, references=references,
+                                                        baselines=baselines))
     table = {label: (d, a) for label, d, a in comparison_rows(comparison)}
     d, a = comparison.dense.cost, comparison.app.cost
     rows = [
@@ -82,7 +84,8 @@ def app_vs_dense(model, task_name: str, n: int, eval_n: int, seed: int,
          f"pruning {comparison.pruning_cost.flops / 1e9:.1f} GFLOPs; without it {d.flops / a.flops:.1f}x"),
         ("executed FLOPs / lower bound", _bound_ratio(comparison.dense), _bound_ratio(comparison.app), "",
          "patching passes only (set-up caches excluded); 1.00 = nothing beyond the needed layers and positions"),
-        ("full APP pipeline (scores, sweep, 2 grids, eval)", "", f"{seconds:.1f} s", "",
+        ("full pipeline (scores, sweep, grids, eval" + (", baselines)" if baselines else ")"), "",
+         f"{seconds:.1f} s", "",
          f"pruning {comparison.pruning_cost.seconds:.1f} s, APP grid {a.seconds:.1f} s, dense grid {d.seconds:.1f} s"),
     ]
     return rows, comparison
@@ -135,16 +138,24 @@ def format_table(rows: list[tuple]) -> str:
 
 
 def run_bench(model, model_name: str, task_name: str = "ioi", n: int = 100, eval_n: int = 200, seed: int = 0,
-              grid: bool = True, gpt2: bool = True, progress: Callable[[str], None] | None = None) -> str:
-    """All benchmark rows for ``model`` (and the GPT-2-shaped row), as the printed table.
+              grid: bool = True, gpt2: bool = True, baselines: bool = True,
+              progress: Callable[[str], None] | None = None) -> str:
+    """All benchmark rows for ``model`` (and the GPT-2-shaped row), as the printed table, followed by
+    every method side by side (dense PP, APP and, with ``baselines``, activation patching, EAP and EAP-IG,
+    dense and on the pruned set).
 
     ``progress`` receives one line per finished row, so a long run shows its results as they come.
     """
     torch.manual_seed(seed)
     task = make_task(task_name, model, n=n, seed=seed)
     references = references_for(model_name, task_name)
-    steps = [lambda: engine_vs_naive(model, task, grid),
-             lambda: app_vs_dense(model, task_name, n, eval_n, seed, references)[0]]
+    compared = []
+
+    def comparison_rows_():
+        rows, comparison = app_vs_dense(model, task_name, n, eval_n, seed, references, baselines)
+        compared.append(comparison)
+        return rows
+    steps = [lambda: engine_vs_naive(model, task, grid), comparison_rows_]
     if gpt2:
         steps.append(scale_rows)
     rows = []
@@ -155,4 +166,5 @@ def run_bench(model, model_name: str, task_name: str = "ioi", n: int = 100, eval
                 progress(f"done: {row[0]}: {row[1] or '-'} | {row[2]} | {row[3] or '-'}")
     device = model_device(model)
     where = f"{torch.get_num_threads()} CPU threads" if device.type == "cpu" else str(device)
-    return f"bench: {task_name} on {model_name}, N={n} (held-out {eval_n}), {where}\n" + format_table(rows)
+    return (f"bench: {task_name} on {model_name}, N={n} (held-out {eval_n}), {where}\n" + format_table(rows)
+            + "\n\n" + methods_table(compared[0]))

@@ -49,7 +49,8 @@ def cmd_run(args) -> int:
                                 scales=size.scales, thresholds=size.thresholds,
                                 references=references_for(choice.location, task),
                                 task_options=task_options,
-                                engine_kwargs={"metric": args.patching_metric} if args.patching_metric else None)
+                                engine_kwargs={"metric": args.patching_metric} if args.patching_metric else None,
+                                baselines=args.baselines)
     print(report.comparison_table(comparison))
     out = Path(args.out)
     written = report.write_outputs(comparison, out, bridge.cfg.n_layers, bridge.cfg.n_heads)
@@ -65,7 +66,7 @@ def cmd_bench(args) -> int:
     check_prompt_count("--eval-n", args.eval_n)
     bridge = models.load_model(args.model, device=args.device, dtype=args.dtype, task=args.task)
     print(run_bench(bridge, models.choose_model(args.model, args.task).location, args.task, args.n, args.eval_n,
-                    args.seed, grid=not args.no_grid, gpt2=not args.no_gpt2,
+                    args.seed, grid=not args.no_grid, gpt2=not args.no_gpt2, baselines=not args.no_baselines,
                     progress=lambda line: print(line, file=sys.stderr, flush=True)))
     return 0
 
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed of the search prompts (the held-out prompts are drawn from seed+1000 and never repeat one)")
     run.add_argument("--out", default="out/run", help="folder for comparison.json and the PNG figures")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--baselines", action="store_true",
+                     help="also run activation patching, EAP and EAP-IG, dense and on APP's pruned set "
+                          "(one table of every method)")
     run.set_defaults(func=cmd_run)
     bench = sub.add_parser("bench", help="print the speed table (engine vs naive, APP vs dense, GPT-2 scale)")
     _model_options(bench)
@@ -135,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--eval-n", type=int, default=200)
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--no-grid", action="store_true", help="skip the naive 16-run grid (the slowest row)")
+    bench.add_argument("--no-baselines", action="store_true",
+                       help="skip activation patching, EAP and EAP-IG (the methods table then has PP and APP only)")
     bench.add_argument("--no-gpt2", action="store_true",
                        help="skip the rows of random models shaped like GPT-2 small, GPT-2 large and Qwen2.5-0.5B")
     bench.set_defaults(func=cmd_bench)

@@ -157,8 +157,26 @@ def grid_search(engine, evaluate: Callable[[list[list[Head]]], Sequence[float]],
             runs.append(search_circuit(engine, candidates, scale, threshold))
             if progress:
                 progress(runs[-1])
+    return _chosen(runs, evaluate, method, engine.cfg.n_layers * engine.cfg.n_heads)
+
+
+def selection_grid(scores: torch.Tensor, evaluate: Callable[[list[list[Head]]], Sequence[float]], method: Method,
+                   candidates: Iterable[Head] | None = None, scales=GRID_SCALES,
+                   thresholds=GRID_THRESHOLDS) -> GridResult:
+    """The grid for a method that scores heads, not paths (activation patching): each setting selects
+    from the one ``scores`` matrix [n_layers, n_heads] with the selection rule at that scale, then the
+    same Perf evaluation and Pareto choice as ``grid_search``. The runs have no edges and cost nothing
+    (the scores were paid for when computed)."""
+    scales = validate.nonempty("scales", list(scales), "pass at least one scale (the paper's: search.GRID_SCALES)")
+    thresholds = validate.nonempty("thresholds", list(thresholds),
+                                   "pass at least one threshold (the paper's: search.GRID_THRESHOLDS)")
+    runs = [SearchResult(select_heads(scores, scale, threshold, candidates), [], {LOGITS: scores}, scale, threshold,
+                         False, Cost()) for scale in scales for threshold in thresholds]
+    return _chosen(runs, evaluate, method, scores.numel())
+
+
+def _chosen(runs: list[SearchResult], evaluate, method: Method, total: int) -> GridResult:
     perfs = [float(p) for p in evaluate([r.heads for r in runs])]
-    total = engine.cfg.n_layers * engine.cfg.n_heads
     chosen, rule = pareto_choice([len(r.heads) for r in runs], perfs, total, method.min_perf, method.max_fraction)
     return GridResult(runs, perfs, chosen, rule)
 

@@ -19,12 +19,12 @@ LAYERS = [
      "tasks.induction", "tasks.docstring", "gpt2_offline"},
     {"wordlevel", "circuits", "models", "attention"},
     # the method: evaluation, path patching, pruning, search
-    {"evaluation", "patching", "patching.base", "patching.plan", "patching.memo", "patching.execution",
+    {"evaluation", "attribution", "patching", "patching.base", "patching.plan", "patching.memo", "patching.execution",
      "patching.naive", "patching.engine"},
-    {"pruning", "search"},
+    {"pruning", "search", "roles", "baselines"},
     {"pipeline", "sizing"},
     # presenting and running it
-    {"report", "widgets", "bench"},
+    {"report", "widgets", "bench", "exercises"},
     {"cli", "__main__"},
     # the bundled models' trainers and checks
     {"toy.corpus", "toy.ioi_prompts", "toy.checks"},

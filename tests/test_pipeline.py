@@ -190,3 +190,37 @@ def test_path_patching_can_score_kl_while_perf_keeps_the_task_metric(tmp_path, c
     assert record["dense"]["patching_metric"] == record["app"]["patching_metric"] == "kl"
     assert record["task_options"]["metric"] == "logit_diff"
     assert record["dense"]["cost"]["forward_passes"] > 0 and "WARNING" not in capsys.readouterr().out
+
+
+def test_baselines_run_beside_pp_and_app_with_the_same_selection_and_evaluation(tiny_gpt2):
+    from app_helpers.baselines import Baselines
+    from app_helpers.evaluation import CircuitEvaluator
+    from app_helpers.search import select_heads
+    from app_helpers.tasks import make_task
+
+    loose = dict(scales=(0.0, 1.0), thresholds=(0.0,))
+    c = run_comparison(tiny_gpt2, "ioi", n=12, eval_n=12, seed=0, model_name="tiny", show_progress=False,
+                       baselines=True, **loose)
+    names = [r.name for r in c.baselines]
+    assert names == [f"{m}{s}" for m in ("activation patching", "EAP", "EAP-IG") for s in ("", " on the pruned set")]
+    merged = c.pruning.merged
+    for run in c.baselines:
+        restricted = run.name.endswith("pruned set")
+        assert run.candidates == (merged if restricted else None)
+        if restricted:
+            assert set(run.circuit.heads) <= merged
+        assert run.cost.flops > 0 and len(run.grid.runs) == 2
+    # activation patching: the chosen circuit is the selection rule applied to its head scores, at the
+    # chosen setting, and its Perf is the held-out evaluator's
+    ap = c.baselines[0]
+    search_task = make_task(c.task, tiny_gpt2, n=c.n, seed=c.seed)  # make_split's search prompts
+    scores = Baselines.from_task(tiny_gpt2, search_task).activation_patching().scores
+    best = ap.grid.best
+    assert list(ap.circuit.heads) == sorted(select_heads(scores, best.scale, best.min_value_threshold))
+    assert ap.perf == pytest.approx(CircuitEvaluator(tiny_gpt2, c.eval_task).evaluate([ap.circuit])[0].perf)
+    table = report.comparison_table(c)
+    assert "EAP-IG on the pruned set" in table and "+ pruning" in table
+    record = report.comparison_record(c)
+    assert set(record["baselines"]) == set(names)
+    json.dumps(report.standard_json(record))
+
