@@ -304,7 +304,7 @@ class Baselines(PatchingBase):
         # The attention output, not hook_resid_mid: on the bridge that hook is the MLP branch's own copy
         # of the stream (what is added there never reaches the residual), so its gradient misses the
         # direct path.
-        hooks += [(f"blocks.{l}.hook_attn_out", attn_out_hook(l)) for l in layers]
+        hooks += [(hook_name(l, "attn_out"), attn_out_hook(l)) for l in layers]
         for layer in receivers:
             hooks.append((hook_name(layer, "resid_pre"), entering_hook(layer)))
             hooks += [(hook_name(layer, f"{c}_input"), input_hook(layer, c)) for c in HEAD_INPUTS]

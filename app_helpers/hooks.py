@@ -6,7 +6,9 @@ import torch
 
 #: Hook points inside a block's attention (``blocks.{l}.attn.hook_{point}``); the rest sit on the block.
 ATTENTION_POINTS = ("z", "q", "k", "v", "pattern", "result")
-BLOCK_POINTS = ("resid_pre", "resid_mid", "resid_post", "q_input", "k_input", "v_input")
+#: ("resid_mid" is left out on purpose: on the bridge that hook is the MLP branch's own copy of the stream,
+#: so a patch there reaches the MLP's input but never the residual stream; patch "attn_out" instead.)
+BLOCK_POINTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "q_input", "k_input", "v_input")
 
 
 def hook_name(layer: int, point: str) -> str:

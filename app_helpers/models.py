@@ -242,12 +242,14 @@ def notebook_model(spec: str = AUTO, task: str | None = None, **kwargs):
     """Load the model a notebook's parameters cell names and say what it is — and how to get GPT-2.
 
     Returns ``(model, facts)`` where ``facts`` is ``describe(model)`` plus ``is_gpt2_small`` (notebooks
-    show the paper's GPT-2 numbers only beside GPT-2 small's) and ``location`` (for
-    ``circuits.references_for``). ``task``: which bundled model ``"auto"`` picks offline.
+    show the paper's GPT-2 numbers only beside GPT-2 small's), ``location`` (for
+    ``circuits.references_for``) and ``spec`` (the model's name, for tables: ``"auto"`` resolved for
+    ``task``). ``task``: which bundled model ``"auto"`` picks offline.
     """
     model = load_model(spec, task=task, **kwargs)
-    location = choose_model(spec, task).location
-    facts = {**describe(model), "is_gpt2_small": location == "gpt2", "location": location}
+    choice = choose_model(spec, task)
+    facts = {**describe(model), "is_gpt2_small": choice.location == "gpt2", "location": choice.location,
+             "spec": choice.spec}
     print(f"{facts['layers']} layers × {facts['heads_per_layer']} heads = {facts['heads']} heads, d_model "
           f"{facts['d_model']}, {facts['params'] / 1e6:.1f} M parameters, on {facts['device']}")
     if not has_gpu():

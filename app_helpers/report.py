@@ -80,13 +80,13 @@ def methods_table(c: Comparison) -> str:
     restricted to the pruned set also show their cost with the pruning included."""
     ref = next(iter(c.references), "dense PP")
     ov = c.overlaps()
-    head = (f"{'method':<34}{'heads':>6}{'Perf %':>8}{'TPR':>6}{'prec.':>6}{'GFLOPs':>10}"
+    head = (f"{'method':<40}{'heads':>6}{'Perf %':>8}{'TPR':>6}{'prec.':>6}{'GFLOPs':>10}"
             f"{'+ pruning':>11}{'seconds':>9}")
     lines = [f"{c.task} on {c.model or 'model'}: every method, overlap vs {ref}", head]
     for r in (c.dense, c.app, *c.baselines):
         o = ov[r.name][ref]
         pruned = "" if r.candidates is None else _fmt((r.cost.flops + c.pruning_cost.flops) / 1e9)
-        lines.append(f"{r.name:<34}{len(r.circuit):>6}{_fmt(r.perf):>8}{_fmt(o.tpr):>6}{_fmt(o.precision):>6}"
+        lines.append(f"{r.name:<40}{len(r.circuit):>6}{_fmt(r.perf):>8}{_fmt(o.tpr):>6}{_fmt(o.precision):>6}"
                      f"{_fmt(r.cost.flops / 1e9):>10}{pruned:>11}{_fmt(r.cost.seconds):>9}")
     return "\n".join(lines)
 

@@ -159,6 +159,10 @@ def assumed_circuit(shape: Shape, task: str, is_gpt2_small: bool) -> tuple[int, 
     return max(1, round(0.15 * total)), max(1, round(0.4 * total))
 
 
+#: The notebooks, by their two-digit prefix.
+NOTEBOOKS = ("00", "01", "02", "03", "04", "05", "06", "07")
+
+
 def notebook_flops(notebook: str, shape: Shape, size: Size, seq: int, is_gpt2_small: bool) -> dict[str, int]:
     """The heavy stages of each notebook (by its two-digit prefix) at ``size``."""
     def comparison(task):
@@ -183,7 +187,10 @@ def notebook_flops(notebook: str, shape: Shape, size: Size, seq: int, is_gpt2_sm
         return comparison("ioi")
     if notebook == "06":
         return {f"{task} comparison": sum(comparison(task).values()) for task in size.tasks}
-    raise ValueError(f"unknown notebook {notebook!r}; notebooks are 00 to 06")
+    if notebook == "07":  # the comparison, then each baseline twice: scores, then its grid's evaluation
+        c = comparison("ioi")
+        return {**c, "baselines": 6 * (shape.n_layers * shape.n_heads * one + c["evaluation"])}
+    raise ValueError(f"unknown notebook {notebook!r}; notebooks are {', '.join(NOTEBOOKS)}")
 
 
 def probe_throughput(model, prompts: int = 32, seq: int = 24, repeats: int = 3) -> float:
@@ -234,7 +241,7 @@ def estimate_line(model, notebook: str, size: str | Size, is_gpt2_small: bool, s
 def t4_table(seq: int = 20) -> str:
     """The README's table: each notebook at both sizes on GPT-2 small, at ``T4_FLOPS_PER_SECOND``."""
     lines = ["| notebook | tutorial | paper |", "|---|---|---|"]
-    for nb in ("00", "01", "02", "03", "04", "05", "06"):
+    for nb in NOTEBOOKS:
         cells = [_duration(sum(notebook_flops(nb, GPT2_SMALL, SIZES[s], seq, True).values()) / T4_FLOPS_PER_SECOND)
                  for s in ("tutorial", "paper")]
         lines.append(f"| {nb} | ≤ {cells[0]} | ≤ {cells[1]} |")

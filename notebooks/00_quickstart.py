@@ -73,7 +73,7 @@ SEED = 0  # seed of the search prompts; the held-out prompts use SEED + 1000
 import torch
 
 from app_helpers import sizing
-from app_helpers.models import choose_model, notebook_model
+from app_helpers.models import notebook_model
 
 torch.set_grad_enabled(False)  # patching only reads and overwrites activations
 model, facts = notebook_model(MODEL, task="ioi")  # which model and why, how big, how to get GPT-2
@@ -102,6 +102,32 @@ print(f"  clean:     {task.clean_prompts[0]} → {answer.strip()}")
 print(f"  corrupted: {task.corrupted_prompts[0]}")
 
 # %% [markdown]
+# ### The algorithm to find
+# Offline, the kit's model for IOI is **app-planted**: a GPT-2-shaped model whose IOI algorithm was
+# planted by training, so we know the answer the search should find. The algorithm is four roles in
+# Wang et al.'s vocabulary, written as plain Python in `app_helpers/toy/ioi_algorithm.py`:
+# **previous token** heads remember which name came before the next token; **induction** heads at S2
+# find the earlier position whose remembered name is S2's; **S-inhibition** heads carry that repeated
+# name to END; **name movers** copy the name that is *not* inhibited to the output. Each role lives in
+# chosen heads. An *interchange* — giving one role its value from another prompt — changes the output
+# exactly as the algorithm predicts; that is what training enforced and what the tests measure.
+# (On GPT-2 small the same roles exist, found by Wang et al. with the methods of this kit.)
+
+# %%
+from app_helpers.circuits import planted_truth
+from app_helpers.toy import ioi_algorithm as algorithm
+
+for role, heads in algorithm.ROLES.items():
+    print(f"{role:<15} heads {' '.join(f'{l}.{h}' for l, h in heads)}")
+base = algorithm.Story(names=("Mary", "John"), repeated="John")  # "… Mary and John … John gave … to"
+source = algorithm.Story(names=("Mary", "John"), repeated="Mary")  # "… Mary and John … Mary gave … to"
+print(f"\nbase prompt → {algorithm.run(base)}")
+print(f"S-inhibition heads patched from a prompt that repeats Mary → {algorithm.run(base, {'s-inhibition': source})}")
+print(f"name movers ablated → {algorithm.run(base, {'name mover': algorithm.ABLATED})}")
+print(f"\nthe planted truth: {len(planted_truth())} heads; "
+      f"{'this notebook searches app-planted, so it can be scored against it' if facts['location'].endswith('app-planted') else 'this model is not app-planted: the truth is shown for reference only'}")
+
+# %% [markdown]
 # ## 2 · Prune
 # `prune_for_app` scores every head twice, sweeps the sparsity (the fraction of heads removed) from
 # 0.60 to 0.98, picks for each score the last sparsity before performance falls off a cliff, and
@@ -121,7 +147,8 @@ print(f"merged: APP searches {len(pruning.merged)} of {pruning.n_heads_total} he
 known = references_for(facts["location"], "ioi")
 reference = next(iter(known.values())).heads if known else ()
 fig = viz.kept_heatmap({"FLAP": pruning.kept["flap"], "Contrastive": pruning.kept["contrastive"]},
-                       n_layers, n_heads, title="heads kept by each score at its cliff", outlined=reference)
+                       n_layers, n_heads, title="heads kept by each score at its cliff", outlined=reference,
+                       neither="pruned by both")
 
 # %% [markdown]
 # ## 3 · Search
@@ -168,12 +195,13 @@ from app_helpers.pipeline import run_comparison
 from app_helpers.report import comparison_table
 
 references = references_for(facts["location"], "ioi")  # GPT-2's published circuits, app-planted's truth
-comparison = run_comparison(model, "ioi", n=N, seed=SEED, eval_n=EVAL_N, scales=size.scales, thresholds=size.thresholds, model_name=choose_model(MODEL).spec,
+comparison = run_comparison(model, "ioi", n=N, seed=SEED, eval_n=EVAL_N, scales=size.scales, thresholds=size.thresholds, model_name=facts["spec"],
                             references=references)
 print(comparison_table(comparison))
 
 # %% [markdown]
-# Left: what each method paid for its grid (log scale; "APP + pruning" adds the scoring and sweep).
+# Left: what each method paid for its grid (linear scale, ratios to dense PP on the bars; "APP + pruning" adds the
+# scoring and sweep).
 # Right: the two chosen circuits drawn over the same model.
 
 # %%

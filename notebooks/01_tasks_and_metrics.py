@@ -170,8 +170,9 @@ from app_helpers.attention import attention_between, attention_patterns
 patterns = attention_patterns(model, task.clean_tokens)  # [layer, prompt, head, query, key]
 io_minus_s = attention_between(task, patterns, "END", "IO") - attention_between(task, patterns, "END", "S1")
 name_movers = [(9, 9), (9, 6), (10, 0)] if model_is_gpt2 else []
+# attention differences lie in [-1, 1]: a fixed scale keeps small, noisy differences pale
 fig = viz.head_heatmap(io_minus_s, "attention END→IO minus END→S1, mean over prompts", outlined=name_movers,
-                       label="attention difference")
+                       label="attention difference", limit=1.0)
 
 # %% [markdown]
 # The same thing, prompt by prompt, with **circuitsvis**: hover over a token to see where it attends.

@@ -47,6 +47,7 @@ SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a 
 N = None  # calibration prompts (clean and corrupted); None: the size's (tutorial 40, paper 100)
 SEED = 0
 SPARSITY = 0.75  # fraction of heads removed when we compare the kept sets
+SOLUTIONS = True  # the exercises use the kit's reference solutions; set False to write and check your own
 
 # %%
 import torch
@@ -112,12 +113,35 @@ print(f"shapes: variance {tuple(clean.variance.shape)}, energy {tuple(clean.ener
 # Then, per layer, the channel scores are standardised (z-score within the layer) and a head's score is
 # the mean of its `d_head` standardised channels. Higher = keep. Standardising makes layers comparable
 # before one global ranking over all heads.
+#
+# **Exercise · the channel scores.** Write both channel scores from the statistics: `clean.variance`
+# and `clean.energy` are `[layers, channels]` tensors (so are `w2` and `mean_abs_w`); return a
+# `[layers, channels]` tensor. The checks compare your functions with the kit's on random statistics
+# and name common mistakes (a missing square, energy for variance, a missing absolute value).
 
 # %%
-from app_helpers.pruning import contrastive_channel_scores, flap_channel_scores, heads_from_channels, score_heads
+from app_helpers import exercises
 
-flap_channels = flap_channel_scores(clean, w2)
-contrastive_channels = contrastive_channel_scores(clean, corrupted, mean_abs_w)
+
+def my_flap_channel_score(clean, w2):
+    raise NotImplementedError("replace this line: s_FLAP = (var · w²)²")
+
+
+def my_contrastive_channel_score(clean, corrupted, mean_abs_w):
+    raise NotImplementedError("replace this line: s_Contrastive = |WIFN_clean² − WIFN_corrupted²|")
+
+
+flap_channel_score = exercises.solution_flap_channel_score if SOLUTIONS else my_flap_channel_score
+contrastive_channel_score = (exercises.solution_contrastive_channel_score if SOLUTIONS
+                             else my_contrastive_channel_score)
+exercises.check_flap_channel_score(flap_channel_score)
+exercises.check_contrastive_channel_score(contrastive_channel_score)
+
+# %%
+from app_helpers.pruning import heads_from_channels, score_heads
+
+flap_channels = flap_channel_score(clean, w2)
+contrastive_channels = contrastive_channel_score(clean, corrupted, mean_abs_w)
 flap = heads_from_channels(flap_channels, n_heads)
 contrastive = heads_from_channels(contrastive_channels, n_heads)
 
@@ -157,7 +181,8 @@ for method, heads in kept.items():
     print(f"  {method:<12}", " ".join(f"{l}.{h}" for l, h in sorted(heads)))
 agreement = overlap(kept["FLAP"], kept["Contrastive"])
 print(f"kept by both: {agreement.true_positives}  (IoU {agreement.iou:.2f})")
-fig = viz.kept_heatmap(kept, n_layers, n_heads, title=f"heads kept at sparsity {SPARSITY:.2f}", outlined=reference)
+fig = viz.kept_heatmap(kept, n_layers, n_heads, title=f"heads kept at sparsity {SPARSITY:.2f}", outlined=reference,
+                       neither="pruned by both")
 
 # %% [markdown]
 # ### Across sparsities
@@ -184,6 +209,8 @@ for p in (0.5, 0.6, 0.7, 0.8, 0.9):
 my_prediction = None  # a number
 
 # %%
+from app_helpers.pruning import contrastive_channel_scores
+
 same = contrastive_channel_scores(clean, clean, mean_abs_w)
 largest = same.abs().max().item()
 if my_prediction is None:

@@ -16,7 +16,8 @@
 # Notebook 02 ranked the heads. This one decides **how many to keep**. APP prunes at every sparsity
 # from 0.60 to 0.98, measures how well each pruned model still does the task, and stops just before
 # performance falls off a cliff. It does this for both scores and keeps the union of the two surviving
-# sets: APP's search space. At the end, two widgets let you move the sparsity yourself.
+# sets: APP's search space. At the end, two widgets let you move the sparsity yourself: one common
+# sparsity along the sweep, then each method's sparsity separately with the search space it gives.
 
 # %%
 # Colab only: install the kit (Colab's own torch, built for its GPU, is kept). Elsewhere this does nothing.
@@ -40,6 +41,7 @@ SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a 
 N = None  # calibration prompts: scores and the sweep's Perf are computed on them; None: the size's (tutorial 40, paper 100)
 SEED = 0
 RULE = "first"  # cliff rule: "first", "biggest" or "fixed" (always 0.75)
+SOLUTIONS = True  # the exercise uses the kit's reference solution; set False to write and check your own
 
 # %%
 import torch
@@ -84,21 +86,28 @@ for p in (0.5, 0.8, 0.95):
 print(f"(the fully corrupted model would score {r.corrupted_perf:.1f} %)")
 
 # %% [markdown]
+# Perf can exceed 100 %: some heads work *against* the task (Wang et al.'s negative name movers are the
+# famous case). Pruning such a head removes its push in the wrong direction, so the pruned model's logit
+# difference is larger than the full model's. A Perf above 100 % is not an error; it says the pruned
+# heads, taken together, were hurting the behaviour.
+
+# %% [markdown]
 # ## 2 · The sweep
-# `sparsity_sweep` prunes at each sparsity 0.60, 0.61, …, 0.98 and evaluates all the pruned models in
-# batched forward passes. `merged_sweep` does the same for the union of the two kept sets at each
-# sparsity. Both evaluate through one `CircuitEvaluator`, which computes the task's clean and corrupted
-# baselines once and counts every pass it runs (`evaluator.cost`).
+# `prune_for_app` does the whole pruning stage in one call: score the heads both ways, prune at each
+# sparsity 0.60, 0.61, …, 0.98 and evaluate all the pruned models in batched forward passes (one
+# `CircuitEvaluator`, which computes the task's clean and corrupted baselines once and counts every pass),
+# take each method's cliff, and merge. The rest of this notebook reads its result: nothing is computed
+# twice. (It also sweeps the union at equal sparsity, "merged", drawn dashed: APP does not use that
+# curve's cliff, it takes each method's own.)
 
 # %%
 from app_helpers import viz
-from app_helpers.evaluation import CircuitEvaluator
-from app_helpers.pruning import merged_sweep, sparsity_sweep
+from app_helpers.pruning import prune_for_app
 
-evaluator = CircuitEvaluator(model, task)
-sweeps = {m: sparsity_sweep(evaluator, scores[m], rule=RULE) for m in ("flap", "contrastive")}
-sweeps["merged"] = merged_sweep(evaluator, [sweeps["flap"], sweeps["contrastive"]], rule=RULE)
-print(f"the sweeps ran {evaluator.cost.forward_passes} batched passes, {evaluator.cost.flops / 1e9:.2f} GFLOPs")
+result = prune_for_app(model, task, rule=RULE)
+sweeps = result.sweeps
+print(f"scores and sweeps: {result.cost.forward_passes} batched passes, {result.cost.flops / 1e9:.2f} GFLOPs, "
+      f"{result.cost.seconds:.1f} s")
 for m, s in sweeps.items():
     print(f"{m:<12} Perf from {s.perfs[0]:6.1f} % at p={s.sparsities[0]:.2f} to {s.perfs[-1]:6.1f} % at "
           f"p={s.sparsities[-1]:.2f}; cliff: p={s.cliff.sparsity:.2f} ({s.cliff.rule})")
@@ -114,6 +123,21 @@ fig = viz.sweep_curves(list(sweeps.values()))
 #
 # **first** takes the first such point, **biggest** the one with the largest drop; with **fixed**, or
 # when no cliff exists, the sparsity is 0.75 (the authors' fallback).
+#
+# **Exercise · the cliff rule.** Write `cliff_sparsity(sparsities, perfs, fallback=0.75)` returning the
+# sparsity the **first** rule picks. The check compares it with the kit on constructed curves: a clear
+# cliff, no cliff (fallback), a drop exactly equal to the threshold, a cliff near the end, noisy curves.
+
+# %%
+from app_helpers import exercises
+
+
+def my_cliff_sparsity(sparsities, perfs, fallback=0.75):
+    raise NotImplementedError("replace this line with the rule above")
+
+
+cliff_sparsity = exercises.solution_cliff_sparsity if SOLUTIONS else my_cliff_sparsity
+exercises.check_cliff_sparsity(cliff_sparsity)
 
 # %%
 from app_helpers.pruning import find_cliff
@@ -131,22 +155,20 @@ if c.index is not None:  # check: the chosen point really drops by at least the 
 
 # %% [markdown]
 # ## 4 · The merged set: APP's search space
-# `prune_for_app` does all of the above in one call: score, sweep both methods, take each method's cliff
-# (or a sparsity you give it), and merge. The paper calls the union **Merged**.
+# Each method is pruned at its own cliff (or at a sparsity you give it) and the two kept sets are
+# merged. The paper calls the union **Merged**.
 
 # %%
 from app_helpers.evaluation import evaluate_circuits
-from app_helpers.pruning import prune_for_app
 
-result = prune_for_app(model, task, rule=RULE)
-assert all(result.sweeps[m].perfs == sweeps[m].perfs for m in sweeps)  # same numbers as sections 2–3
 sets = {"FLAP": result.kept["flap"], "Contrastive": result.kept["contrastive"], "Merged": result.merged}
 perfs = evaluate_circuits(model, task, list(sets.values()))
 for (name, heads), r in zip(sets.items(), perfs):
     p = result.sparsity.get(name.lower())
     print(f"{name:<12} {'at p=%.2f' % p if p is not None else '(union)':<10} {len(heads):>3} heads, Perf {r.perf:6.1f} %")
 fig = viz.kept_heatmap({"FLAP": result.kept["flap"], "Contrastive": result.kept["contrastive"]}, n_layers, n_heads,
-                       title="kept at each method's cliff (union = search space)", outlined=reference)
+                       title="kept at each method's cliff (union = search space)", outlined=reference,
+                       neither="pruned by both")
 
 # %% [markdown]
 # ### Kit choice: which ablation?
@@ -178,13 +200,34 @@ print(f"snapshot: merged set at p={snapshot:.2f} keeps {len(kept)} heads, Perf {
 fig = viz.sweep_curves(list(result.sweeps.values()), marker_at=snapshot)
 
 # %% [markdown]
-# To override the cliff, give `prune_for_app` a sparsity per method: this is how you would take APP's
-# search space from the slider into a search (notebook 05).
+# ## 6 · Each method's sparsity, and what the search space does to a circuit
+# APP prunes each method at its own sparsity. The second explorer moves the two separately and shows
+# the union, its Perf (looked up in a grid computed once, below) and which heads of a circuit the search
+# space would lose: APP can only find heads it is allowed to search. The circuit outlined is the known
+# one (app-planted's planted truth; GPT-2 small: Wang et al.'s).
 
 # %%
-mine = prune_for_app(model, task, sparsity={"flap": 0.9, "contrastive": 0.8})
+from app_helpers.evaluation import CircuitEvaluator
+from app_helpers.pruning import merged_perf_grid
+from app_helpers.widgets import search_space_explorer
+
+grid_sparsities = result.sweeps["flap"].sparsities[::3]  # every third point of the sweep
+perf_grid = merged_perf_grid(CircuitEvaluator(model, task), result, grid_sparsities)
+print(f"Perf of the union for {len(perf_grid)} sparsity pairs, computed once")
+search_space_explorer(result, perf_grid, circuit=reference)
+
+# %% [markdown]
+# To take your own sparsities into a search (notebook 05), ask the pruning result for them: it re-prunes
+# from the scores already computed, with no forward pass.
+
+# %%
+mine = result.with_sparsity({"flap": 0.9, "contrastive": 0.8})
+lost = sorted(set(reference) - mine.merged)
 print(f"FLAP at 0.90 keeps {len(mine.kept['flap'])}, Contrastive at 0.80 keeps {len(mine.kept['contrastive'])}: "
-      f"merged search space {len(mine.merged)} heads")
+      f"merged search space {len(mine.merged)} heads; reference heads outside it: "
+      f"{' '.join(f'{l}.{h}' for l, h in lost) or 'none'}")
+fig = viz.kept_heatmap({"FLAP": mine.kept["flap"], "Contrastive": mine.kept["contrastive"]}, n_layers, n_heads,
+                       title="FLAP at 0.90, Contrastive at 0.80", outlined=reference, neither="pruned by both")
 
 # %% [markdown]
 # **Exercise.** Using `result.sweeps["merged"]` (its `.sparsities` and `.perfs` lists), find the highest

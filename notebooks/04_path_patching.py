@@ -44,7 +44,8 @@ SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a 
 N = None  # prompts used for patching; None: the size's (tutorial 40, paper 100)
 EVAL_N = None  # held-out prompts for Perf; None: the size's (tutorial 100, paper 200)
 SEED = 0
-SENDER = None  # (layer, head) patched by hand in section 1; None: a name mover (GPT-2: 9.9; app-planted: 6.0)
+SENDER = None  # (layer, head) patched by hand in section 1; None: the known name mover with the largest effect
+SOLUTIONS = True  # the exercises use the kit's reference solutions; set False to write and check your own
 SCALE = 1.0  # selection strictness inside the search (the paper's grid: 1, 1.5, 2, 2.5)
 THRESHOLD = 0.01  # min_value_threshold: below this no effect counts (the paper's grid: 0.01, 0.001, 0.02, 0.002)
 
@@ -69,9 +70,9 @@ from app_helpers.tasks import make_split
 split = make_split("ioi", model, n=N, eval_n=EVAL_N, seed=SEED)  # held-out prompts never repeat a search prompt
 task, eval_task = split.search, split.held_out
 known = references_for(facts["location"], "ioi")  # GPT-2's published circuits, app-planted's planted truth
-movers = [h for c in known.values() for h, role in c.roles.items() if role == "name mover"]
-sender = tuple(SENDER) if SENDER is not None else ((9, 9) if model_is_gpt2 else movers[0] if movers else (n_layers - 1, 0))
-print(f"IOI, {len(task)} prompts; the sender we patch by hand: head {sender[0]}.{sender[1]}")
+movers = sorted({h for c in known.values() for h, role in c.roles.items() if role == "name mover"})
+candidates = [tuple(SENDER)] if SENDER is not None else movers or [(n_layers - 1, h) for h in range(n_heads)]
+print(f"IOI, {len(task)} prompts; heads we patch by hand: {' '.join(f'{l}.{h}' for l, h in candidates)}")
 
 # %% [markdown]
 # ## 1 · One sender → logits, by hand (the slow way)
@@ -96,7 +97,7 @@ ld_clean = logit_diff(clean_logits, task).mean()
 ld_corrupted = logit_diff(corrupted_logits, task).mean()
 
 
-def freeze(layer):
+def freeze(layer, sender):
     """Hook for one layer: every head's z at its clean value, the sender's at its corrupted value."""
     def hook(z, hook):
         z = clean_cache[f"blocks.{layer}.attn.hook_z"].clone()  # [prompt, position, head, d_head]
@@ -106,10 +107,19 @@ def freeze(layer):
     return hook
 
 
-patched_logits = model.run_with_hooks(task.clean_tokens, fwd_hooks=[(z_hooks[layer], freeze(layer)) for layer in range(n_layers)])
-by_hand = normalised_metric(logit_diff(patched_logits, task).mean(), ld_clean, ld_corrupted).item()
+def by_hand_to_logits(sender):
+    patched = model.run_with_hooks(task.clean_tokens,
+                                   fwd_hooks=[(z_hooks[layer], freeze(layer, sender)) for layer in range(n_layers)])
+    return normalised_metric(logit_diff(patched, task).mean(), ld_clean, ld_corrupted).item()
+
+
 print(f"LD clean {ld_clean:.3f}, corrupted {ld_corrupted:.3f}")
-print(f"path patching {sender[0]}.{sender[1]} → logits, by hand: {by_hand:+.4f}")
+hand = {h: by_hand_to_logits(h) for h in candidates}
+for h, effect in hand.items():
+    print(f"path patching {h[0]}.{h[1]} → logits, by hand: {effect:+.4f}")
+sender = max(hand, key=lambda h: abs(hand[h]))
+by_hand = hand[sender]
+print(f"the strongest, {sender[0]}.{sender[1]}, is the sender we follow below")
 
 # %% [markdown]
 # That took three forward passes for **one** sender. Every head of the model is a sender, every head
@@ -154,20 +164,8 @@ fig = viz.head_heatmap(to_logits, "path patching: each head → logits (normalis
 # %% [markdown]
 # Red cells: patching the head *hurts* the behaviour (towards −1), so on clean prompts the head supports
 # it. Blue cells: patching *helps*, so the head works against the behaviour. On GPT-2 small you should
-# see the name movers (9.9, 9.6, 10.0) strongly red and the negative name movers (10.7, 11.10) blue.
-#
-# **Exercise.** Which head has the largest effect on the logits in absolute value? Read it off the
-# heatmap and write it as `(layer, head)`.
-
-# %%
-my_head = None  # e.g. (9, 9)
-
-# %%
-strongest = divmod(int(to_logits.abs().nan_to_num(0).flatten().argmax()), n_heads)
-if my_head is None:
-    print("Not answered yet.")
-else:
-    print("✓ right" if tuple(my_head) == strongest else f"✗ it is {strongest[0]}.{strongest[1]}")
+# see the name movers (9.9, 9.6, 10.0) strongly red and the negative name movers (10.7, 11.10) blue; on
+# app-planted, the planted name movers (printed in section 1).
 
 # %% [markdown]
 # ## 3 · Receivers inside the model: query, key, value
@@ -180,6 +178,23 @@ else:
 # Only heads in layers below $L$ can be senders, so the matrices have $L$ rows. We take as receiver the
 # strongest head above layer 0 (on GPT-2 small: usually a name mover, whose **query** is steered by the
 # S-inhibition heads). The three panels share one colour scale, so equal colours mean equal effects.
+#
+# **Exercise 1 · the receiver hook.** Step 2 needs a hook that replaces one head's q (or k, or v) with
+# the recorded one and leaves the other heads alone. Write it: `activation` and `patched` are
+# `[prompt, position, head, d_head]` tensors; return the activation with head `head` taken from `patched`
+# (do not modify the inputs in place). The check runs your hook inside a full path-patching computation
+# on a small random GPT-2 and compares the scores with the kit's naive reference.
+
+# %%
+from app_helpers import exercises
+
+
+def my_patch_head_input(activation, hook, patched, head):
+    raise NotImplementedError("replace this line with your hook")
+
+
+patch_head_input = exercises.solution_patch_head_input if SOLUTIONS else my_patch_head_input
+exercises.check_patch_head_input(patch_head_input)
 
 # %%
 import matplotlib.pyplot as plt
@@ -205,9 +220,24 @@ fig.tight_layout()
 # which *hurt* the behaviour are selected too. The extra term is stricter for early layers, which have
 # fewer heads below them. The first step (receiver = logits) uses scale 2.
 
-# %%
-from app_helpers.search import LOGITS_SCALE, select_heads
+# %% [markdown]
+# **Exercise 2 · the selection rule.** Write `select_heads(scores, scale, min_value_threshold, k=2.0)`:
+# `scores` is `[layers, heads]` (NaN = not evaluated, counts as 0); return the selected heads as a list
+# of `(layer, head)` in layer-then-head order. The check compares it with the kit on constructed edge
+# cases (ties on the boundary, all below the threshold, negative heads) and random matrices.
 
+# %%
+from app_helpers.search import LOGITS_SCALE
+
+
+def my_select_heads(scores, scale, min_value_threshold, k=2.0):
+    raise NotImplementedError("replace this line with the rule above")
+
+
+select_heads = exercises.solution_select_heads if SOLUTIONS else my_select_heads
+exercises.check_select_heads(select_heads)
+
+# %%
 selected = select_heads(to_logits, LOGITS_SCALE, THRESHOLD)
 print(f"selected at the logits step (scale {LOGITS_SCALE:g}, threshold {THRESHOLD:g}):",
       " ".join(f"{l}.{h}" for l, h in selected) or "none")
@@ -223,12 +253,14 @@ fig = viz.head_heatmap(to_logits, "selected senders at the logits step (outlined
 # 3. stop when the queue is empty, or when more than 75 % of all heads are queued or done (then the
 #    queue joins the circuit as it is, and the result says `capped`).
 #
-# The engine above already holds the logits scores and one receiver: the search reuses them.
+# The engine above already holds the logits scores and one receiver, which a search would reuse for
+# free; to show what a search really costs, it runs on a fresh engine.
 
 # %%
 from app_helpers.search import search_circuit
 
-run = search_circuit(engine, scale=SCALE, min_value_threshold=THRESHOLD)
+fresh = PathPatcher.from_task(model, task)  # nothing memoised: the cost below is the whole search's
+run = search_circuit(fresh, scale=SCALE, min_value_threshold=THRESHOLD)
 components = {c: sum(1 for e in run.edges if e[2] == c) for c in ("logits", "q", "k", "v")}
 print(f"circuit: {len(run.heads)} heads (in the order found):", " ".join(f"{l}.{h}" for l, h in run.heads) or "none")
 print(f"edges: {components}; capped: {run.capped}")
@@ -255,6 +287,58 @@ print(f"Perf on {len(eval_task)} held-out prompts: {r.perf:.1f} % with {len(run.
 for name, circuit in known.items():
     o = overlap(run.heads, circuit)
     print(f"vs {name}: TPR {o.tpr:.2f}, precision {o.precision:.2f} ({o.true_positives} of {o.n_reference} heads)")
+
+# %% [markdown]
+# ## 6 · What does each head do?
+# Path patching says *which* heads matter and through which input. Wang et al. then asked *what* each
+# one does, from evidence anyone can measure: where a head attends on the task's own prompts (previous
+# token: S1+1 → S1 and IO+1 → IO; duplicate token: S2 → S1; induction: S2 → S1+1), whether it writes
+# the answer straight into the logits (direct effect, see section 7) and copies names through its OV
+# circuit (name movers; writing *against* them: negative name movers), and whether corrupting it moves
+# the name movers' attention from IO towards S (S-inhibition). `roles.label_heads` computes each
+# signature for every head and labels a head when a score clears its stated threshold (printed below).
+# On app-planted the labels can be checked against the planted truth; on GPT-2 small, against Wang et
+# al.'s classes.
+
+# %%
+from app_helpers.roles import label_heads, recovery
+
+labels = label_heads(model, task)
+print("thresholds:", ", ".join(f"{k} {v:g}" for k, v in labels.thresholds.items()))
+for role, heads in labels.by_role().items():
+    print(f"  {role:<20} {' '.join(f'{l}.{h}' for l, h in heads)}")
+for name, circuit in known.items():
+    if circuit.roles:
+        print(f"\nlabels vs {name}: {recovery(labels, circuit)}")
+
+# %% [markdown]
+# ## 7 · Beside Perf: direct logit attribution and minimality
+# **Direct logit attribution** (DLA) splits the logit difference at END into one share per head: the
+# head's output through the final norm (its scale frozen at the clean run's) onto the answer direction.
+# It counts only the straight path to the logits, so a head that works by steering later heads
+# (S-inhibition) can matter a lot and still score near 0: compare it with the path-patching heatmap of
+# section 2.
+#
+# **Minimality** (Wang et al.) asks whether every head of the found circuit C is needed: for a head v,
+# remove the other heads of its role first (K; otherwise a redundant twin covers for it), then see how
+# much removing v as well changes the logit difference: 100 · |LD(C∖K) − LD(C∖(K∪{v}))| / LD(model).
+# Heads below the threshold add nothing the rest of the circuit does not already do.
+
+# %%
+from app_helpers.attribution import direct_logit_attribution, minimality
+from app_helpers.circuits import Circuit
+
+dla = direct_logit_attribution(model, eval_task)
+fig = viz.head_heatmap(dla, "direct logit attribution at END (found circuit outlined)", outlined=run.heads,
+                       label="logit difference")
+head_roles = {h: roles.get(h) or labels[h] for h in run.heads if roles.get(h) or labels[h]}
+m = minimality(model, eval_task, Circuit(heads=run.heads, roles=head_roles))
+print(f"minimality of the found circuit (threshold {m.threshold:g} % of the model's logit difference):")
+print(f"  {'head':<5} {'role':<20} {'K':<14} {'score %':>8}  DLA")
+for row, head in zip(m.rows(), m.scores):
+    print(f"  {row['head']:<5} {head_roles.get(head, '-'):<20} {row['K']:<14} {row['score %']:>8.1f}  "
+          f"{float(dla[head]):+.2f}{'' if row['needed'] else '   ← not needed'}")
+print("every head is needed ✓" if m.passed else f"not needed: {' '.join(f'{l}.{h}' for l, h in m.not_needed)}")
 
 # %% [markdown]
 # ## Summary

@@ -53,7 +53,7 @@ SEED = 0
 import torch
 
 from app_helpers import sizing
-from app_helpers.models import choose_model, notebook_model
+from app_helpers.models import notebook_model
 
 torch.set_grad_enabled(False)
 model, facts = notebook_model(MODEL)  # says which model and why, how big, and how to get GPT-2 small
@@ -100,7 +100,7 @@ for name in available:
     refs = references_for(facts["location"], name)
     comparisons[name] = run_comparison(model, name, n=N, seed=SEED, eval_n=EVAL_N, scales=size.scales,
                                        thresholds=size.thresholds,
-                                       model_name=choose_model(MODEL).spec, references=refs)
+                                       model_name=facts["spec"], references=refs)
     print(comparison_table(comparisons[name]), "\n")
 
 # %% [markdown]
@@ -137,11 +137,12 @@ if comparisons:
     for ax, (name, c) in zip(axes[0], comparisons.items()):
         outlined = [h for h in c.dense.circuit.heads if h not in c.pruning.merged]
         viz.kept_heatmap({"dense PP": c.dense.circuit.heads, "APP": c.app.circuit.heads}, n_layers, n_heads,
-                         title=name, outlined=outlined, ax=ax)
+                         title=name, outlined=outlined, ax=ax, neither="in neither circuit")
     fig.tight_layout()
 
 # %% [markdown]
-# And what the grids cost, summed over all tasks (log scale; per-task ratios are in the table above).
+# And what the grids cost, summed over all tasks (linear scale, ratios to dense PP on the bars; per-task ratios
+# are in the table above).
 
 # %%
 from app_helpers.costs import Cost
@@ -162,7 +163,7 @@ fig = viz.cost_bars({"dense PP": dense_total, "APP": app_total, "APP + pruning":
 from app_helpers.report import paper_table
 
 if not model_is_gpt2:
-    print(f"NOTE: this run used {choose_model(MODEL).spec}, not GPT-2 small: the paper's column is for orientation only.\n")
+    print(f"NOTE: this run used {facts['spec']}, not GPT-2 small: the paper's column is for orientation only.\n")
 for c in comparisons.values():
     print(paper_table(c), "\n")
 

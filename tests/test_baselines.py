@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from app_helpers.baselines import Baselines, ScoreTable, top_heads
+from app_helpers.hooks import hook_name
 from app_helpers.identities import HEAD_INPUTS, LOGITS, head_input
 from app_helpers.patching import PathPatcher
 from app_helpers.search import search_circuit
@@ -123,7 +124,7 @@ def _output_difference(model, problem, corrupted_z, layer, head):
         def hook(a, hook):
             out[key] = a.clone()
         return hook
-    name = f"blocks.{layer}.hook_attn_out"
+    name = hook_name(layer, "attn_out")
     with model.hooks(fwd_hooks=[(name, grab("clean"))]):
         model(clean)
     with model.hooks(fwd_hooks=[_set_z(layer, head, corrupted_z[layer][:, :, head]), (name, grab("patched"))]):

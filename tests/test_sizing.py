@@ -1,10 +1,13 @@
 """Sizes and the run-time estimate: the FLOP model by hand on a constructed shape, seconds = FLOPs / rate."""
+from pathlib import Path
+
 import pytest
 
 from app_helpers import sizing
 from app_helpers.costs import layer_flops_per_token
 from app_helpers.pruning import DEFAULT_SPARSITIES
 
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 SHAPE = sizing.Shape(n_layers=3, n_heads=2, d_model=8, d_head=4, d_mlp=32, d_vocab=10)
 
 
@@ -54,7 +57,8 @@ def test_the_probe_measures_a_positive_rate(tiny_gpt2):
 
 
 def test_tutorial_notebooks_fit_ten_minutes_on_the_assumed_t4():
-    for nb in ("00", "01", "02", "03", "04", "05", "06"):
+    assert [p.stem[:2] for p in sorted(NOTEBOOK_DIR.glob("*.py"))] == list(sizing.NOTEBOOKS)
+    for nb in sizing.NOTEBOOKS:
         seconds = sum(sizing.notebook_flops(nb, sizing.GPT2_SMALL, sizing.SIZES["tutorial"], 20, True).values())
         assert seconds / sizing.T4_FLOPS_PER_SECOND <= 600, nb
 
