@@ -59,14 +59,14 @@ def engine_vs_naive(model, task, grid: bool = True, repeats: int = 3) -> list[tu
     return rows
 
 
-def app_vs_dense(model, task_name: str, n: int, eval_n: int, seed: int,
-                 references: dict | None = None, baselines: bool = False) -> tuple[list[tuple], object]:
+def app_vs_dense(model, task_name: str, n: int, eval_n: int, seed: int, references: dict | None = None,
+                 baselines: bool = False, model_name: str = "") -> tuple[list[tuple], object]:
     """The full comparison (pruning, both grids, evaluation), timed end to end; scored against
     ``references`` (e.g. the planted truth) when given; ``baselines``: the other methods too (their
     table is ``report.methods_table``; the pipeline row's time then includes them)."""
     comparison, seconds = _timed(lambda: run_comparison(model, task_name, n=n, seed=seed, eval_n=eval_n,
                                                         show_progress=False, references=references,
-                                                        baselines=baselines))
+                                                        baselines=baselines, model_name=model_name))
     table = {label: (d, a) for label, d, a in comparison_rows(comparison)}
     d, a = comparison.dense.cost, comparison.app.cost
     rows = [
@@ -152,7 +152,7 @@ def run_bench(model, model_name: str, task_name: str = "ioi", n: int = 100, eval
     compared = []
 
     def comparison_rows_():
-        rows, comparison = app_vs_dense(model, task_name, n, eval_n, seed, references, baselines)
+        rows, comparison = app_vs_dense(model, task_name, n, eval_n, seed, references, baselines, model_name)
         compared.append(comparison)
         return rows
     steps = [lambda: engine_vs_naive(model, task, grid), comparison_rows_]

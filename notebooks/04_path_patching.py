@@ -117,7 +117,8 @@ print(f"LD clean {ld_clean:.3f}, corrupted {ld_corrupted:.3f}")
 hand = {h: by_hand_to_logits(h) for h in candidates}
 for h, effect in hand.items():
     print(f"path patching {h[0]}.{h[1]} → logits, by hand: {effect:+.4f}")
-sender = max(hand, key=lambda h: abs(hand[h]))
+strongest = max(abs(effect) for effect in hand.values())
+sender = next(h for h, effect in hand.items() if abs(effect) == strongest)
 by_hand = hand[sender]
 print(f"the strongest, {sender[0]}.{sender[1]}, is the sender we follow below")
 
