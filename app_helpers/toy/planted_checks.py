@@ -114,6 +114,7 @@ def layering(model, task) -> Layering:
     for sender, receiver, component in ROLE_EDGES:
         if receiver is None:
             continue
+        engine.prefetch(ROLES[receiver])  # one sender pass per layer for all of the role's heads
         scores = [engine.to_head(head, component) for head in ROLES[receiver]]
         depth = min(s.shape[0] for s in scores)
         mean = torch.stack([s[:depth] for s in scores]).mean(0)
