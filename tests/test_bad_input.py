@@ -273,8 +273,10 @@ def test_cli_refuses_an_output_folder_holding_other_files(monkeypatch, capsys, t
 #: Runs the CLI with a pause at one moment (before the search, or while the figures are written, after the
 #: JSON record is in the temporary folder), so a signal is delivered exactly there.
 PAUSING_CLI = """
-import sys, time
+import signal, sys, time
 from app_helpers import cli, report
+# Ctrl-C as in a terminal: a suite started as a background job inherits SIGINT ignored, and so would this run
+signal.signal(signal.SIGINT, signal.default_int_handler)
 moment, argv = sys.argv[1], sys.argv[2:]
 def paused(original):
     def call(*args, **kwargs):
