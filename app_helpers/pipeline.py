@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from .baselines import Baselines
+from . import validate
 from .circuits import Circuit, overlap
 from .costs import Cost
 from .evaluation import CircuitEvaluator
@@ -83,11 +84,7 @@ def run_grid(model, task, evaluator: CircuitEvaluator, method: Method, candidate
     engine = PathPatcher.from_task(model, task, **(engine_kwargs or {}))
     bar = tqdm(total=len(scales) * len(thresholds), desc=f"{method.label} grid", disable=not show_progress,
                leave=False)
-
-    def evaluate(circuits):
-        return [r.perf for r in evaluator.evaluate(circuits)]
-
-    grid = grid_search(engine, evaluate, method, candidates, scales, thresholds, lambda _: bar.update(1))
+    grid = grid_search(engine, _perfs(evaluator), method, candidates, scales, thresholds, lambda _: bar.update(1))
     bar.close()
     best = grid.best
     circuit = Circuit(heads=tuple(best.heads), edges=tuple(best.edges),
@@ -96,6 +93,11 @@ def run_grid(model, task, evaluator: CircuitEvaluator, method: Method, candidate
     cost.seconds = time.perf_counter() - start  # includes the engine set-up and grid evaluation
     return SearchRun(method, None if candidates is None else frozenset(candidates), grid, circuit,
                      grid.perfs[grid.chosen], cost, engine.setup_cost, engine.problems, engine.metric_name)
+
+
+def _perfs(evaluator: CircuitEvaluator):
+    """The grid's ``evaluate``: circuits → their held-out Perf %."""
+    return lambda circuits: [r.perf for r in evaluator.evaluate(circuits)]
 
 
 #: The baselines ``run_comparison(..., baselines=True)`` runs beside PP and APP: label → scoring call
@@ -111,14 +113,14 @@ def run_baseline(model, task, evaluator: CircuitEvaluator, which: str, candidate
     """One baseline (``BASELINES``) scored on a fresh ``Baselines`` set-up, then the same grid, selection
     rule, Pareto choice and held-out Perf as path patching: EAP's edge scores drive the kit's search in
     place of exact path patching; activation patching's head scores are selected from directly at each
-    grid setting (it has no paths: ``search.selection_grid``). ``candidates``: the pruned set (the paper's idea applied to the baseline): heads outside it
-    are never scored and the Pareto rule is APP's."""
+    grid setting (it has no paths: ``search.selection_grid``). ``candidates``: the pruned set (the paper's
+    idea applied to the baseline): heads outside it are never scored and the Pareto rule is APP's."""
+    validate.one_of("baseline", which, BASELINES)
     start = time.perf_counter()
     method = Method.DENSE if candidates is None else Method.APP
     setup = Baselines.from_task(model, task, **(engine_kwargs or {}))
     scores = BASELINES[which](setup, candidates)
-    def evaluate(circuits):
-        return [r.perf for r in evaluator.evaluate(circuits)]
+    evaluate = _perfs(evaluator)
     grid = (grid_search(scores.as_engine(model.cfg), evaluate, method, candidates, scales, thresholds) if scores.edges
             else selection_grid(scores.scores, evaluate, method, candidates, scales, thresholds))
     best = grid.best

@@ -145,12 +145,7 @@ def grid_search(engine, evaluate: Callable[[list[list[Head]]], Sequence[float]],
     settings (``Method.APP``: Perf ≥ 75 within half the heads, ``Method.DENSE``: 73 and a quarter; see
     ``pareto_choice``). ``progress(result)`` is called after each of the grid's searches.
     """
-    scales = validate.nonempty("scales", list(scales), "pass at least one scale (the paper's: search.GRID_SCALES)")
-    thresholds = validate.nonempty("thresholds", list(thresholds),
-                                   "pass at least one threshold (the paper's: search.GRID_THRESHOLDS)")
-    for scale in scales:
-        for threshold in thresholds:
-            _settings(scale, threshold)
+    scales, thresholds = _grid(scales, thresholds)
     runs = []
     for scale in scales:
         for threshold in thresholds:
@@ -167,12 +162,21 @@ def selection_grid(scores: torch.Tensor, evaluate: Callable[[list[list[Head]]], 
     from the one ``scores`` matrix [n_layers, n_heads] with the selection rule at that scale, then the
     same Perf evaluation and Pareto choice as ``grid_search``. The runs have no edges and cost nothing
     (the scores were paid for when computed)."""
-    scales = validate.nonempty("scales", list(scales), "pass at least one scale (the paper's: search.GRID_SCALES)")
-    thresholds = validate.nonempty("thresholds", list(thresholds),
-                                   "pass at least one threshold (the paper's: search.GRID_THRESHOLDS)")
+    scales, thresholds = _grid(scales, thresholds)
     runs = [SearchResult(select_heads(scores, scale, threshold, candidates), [], {LOGITS: scores}, scale, threshold,
                          False, Cost()) for scale in scales for threshold in thresholds]
     return _chosen(runs, evaluate, method, scores.numel())
+
+
+def _grid(scales, thresholds) -> tuple[list[float], list[float]]:
+    """The grid's settings, checked before any search runs: at least one of each, every pair valid."""
+    scales = validate.nonempty("scales", list(scales), "pass at least one scale (the paper's: search.GRID_SCALES)")
+    thresholds = validate.nonempty("thresholds", list(thresholds),
+                                   "pass at least one threshold (the paper's: search.GRID_THRESHOLDS)")
+    for scale in scales:
+        for threshold in thresholds:
+            _settings(scale, threshold)
+    return scales, thresholds
 
 
 def _chosen(runs: list[SearchResult], evaluate, method: Method, total: int) -> GridResult:
