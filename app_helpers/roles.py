@@ -21,12 +21,14 @@ from typing import Iterable, Mapping
 import torch
 from torch import Tensor
 
+from . import validate
 from .attention import attention_between, attention_patterns
 from .attribution import direct_logit_attribution, final_norm_centres, final_norm_scale
 from .circuits import Circuit
 from .hooks import hook_name, final_residual, logits_at, model_device, run_until
 from .identities import Head, HeadLike, as_head, head_name
 from .metrics import answer_logit_diff
+from .tasks.data import TaskData
 
 # --- Role names (those of toy.ioi_algorithm.ROLES, plus Wang et al.'s other classes) ------------------------------
 PREVIOUS_TOKEN = "previous token"
@@ -381,6 +383,7 @@ def label_heads(model, task, heads: Iterable[HeadLike] | None = None, movers: It
     ``movers``: the name movers whose attention defines S-inhibition; by default the heads whose direct effect
     clears the threshold. ``heads`` restricts which heads get labels (all scores are computed for all).
     """
+    _check_ioi(task)
     task.check_model(model)
     task = task.to(model_device(model))
     scores = attention_scores(task, attention_patterns(model, task.clean_tokens))
@@ -392,6 +395,21 @@ def label_heads(model, task, heads: Iterable[HeadLike] | None = None, movers: It
     movers = tuple(sorted(set(map(as_head, movers))))
     scores[S_INHIBITION] = inhibition_scores(model, task, movers, max_prompts=inhibition_prompts)
     return RoleLabels(assign_roles(scores, t, heads), scores, t, movers)
+
+
+#: The word positions the signatures read
+IOI_POSITIONS = ("IO", "S1", "S2", "S1+1", "END")
+
+
+def _check_ioi(task) -> None:
+    """The signatures are IOI's: refuse anything but an IOI ``TaskData`` before any pass runs."""
+    if not isinstance(task, TaskData):
+        raise validate.InputError(f"label_heads reads an IOI task (make_task('ioi', model, n)), got "
+                                  f"{type(task).__name__}")
+    missing = [p for p in IOI_POSITIONS if p not in task.word_pos]
+    if missing:
+        raise validate.InputError(f"label_heads reads IOI's word positions, and task {task.name!r} lacks "
+                                  f"{', '.join(missing)}: pass make_task('ioi', model, n)")
 
 
 # --- Against a known circuit --------------------------------------------------------------------------------------

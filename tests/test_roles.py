@@ -265,3 +265,10 @@ def test_planted_circuit_heads_are_the_name_copiers(planted):
 def test_planted_roles_are_recovered(planted):
     _, _, result = planted
     assert roles.recovery(result, planted_truth()).fraction >= 0.8
+
+
+def test_label_heads_refuses_what_is_not_an_ioi_task(tiny_gpt2):
+    with pytest.raises(ValueError, match="lacks IO, S1, S2, S1\\+1: pass make_task\\('ioi'"):
+        roles.label_heads(tiny_gpt2, make_task("greater_than", tiny_gpt2, n=4, seed=0))
+    with pytest.raises(ValueError, match="reads an IOI task .* got str"):
+        roles.label_heads(tiny_gpt2, "ioi")
