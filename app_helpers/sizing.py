@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from . import validate
 from .circuits import PAPER_TABLE2
 from .costs import layer_flops_per_token, unembed_flops
 from .pruning import DEFAULT_SPARSITIES
@@ -134,6 +135,9 @@ class CostCurve:
 
 
 def cost_curve(shape: Shape, prompts: int, seq: int, circuit_heads: int) -> CostCurve:
+    """One search's modelled FLOPs for every pruned-set size, beside dense PP and pruning (``CostCurve``)."""
+    for name, value in (("prompts", prompts), ("seq (tokens per prompt)", seq), ("circuit_heads", circuit_heads)):
+        validate.integer(name, value, at_least=1)
     heads = tuple(range(1, shape.n_layers * shape.n_heads + 1))
     return CostCurve(heads, search_flops(shape, prompts, seq, circuit_heads),
                      tuple(search_flops(shape, prompts, seq, circuit_heads, h) for h in heads),

@@ -106,3 +106,10 @@ def test_head_heatmap_shared_limit_sets_the_colour_scale():
     own = viz.head_heatmap(m).axes[0].images[0].get_clim()
     shared = viz.head_heatmap(m, limit=1.5).axes[0].images[0].get_clim()
     assert own == pytest.approx((-0.2, 0.2)) and shared == pytest.approx((-1.5, 1.5))
+
+
+def test_cost_curve_refuses_counts_below_one():
+    from app_helpers.sizing import GPT2_SMALL, cost_curve
+
+    with pytest.raises(ValueError, match="prompts must be at least 1, got 0"):
+        cost_curve(GPT2_SMALL, prompts=0, seq=16, circuit_heads=20)
