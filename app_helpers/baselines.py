@@ -124,8 +124,8 @@ class Baselines(PatchingBase):
             memory_mb = 64 if self.device.type == "cpu" else 512
         memory_mb = validate.number("memory_mb", memory_mb, above=0)
         with timed(self.cost):
-            clean_resid, clean_z, clean_final = cache_run(model, self.clean_tokens)
-            corrupted_resid, corrupted_z, corrupted_final = cache_run(model, self.corrupted_tokens)
+            clean_resid, clean_z, clean_final, _ = cache_run(model, self.clean_tokens)
+            corrupted_resid, corrupted_z, corrupted_final, _ = cache_run(model, self.corrupted_tokens)
             for _ in range(2):
                 self.cost.add_pass(self.cfg, self.n_prompts, self.seq_len, self.cfg.n_layers, unembed=True)
             self._set_baselines(float(self._ld(clean_final, 1)), float(self._ld(corrupted_final, 1)))

@@ -2,9 +2,10 @@
 
 A head is ``(layer, head)``. A ``Circuit`` keeps its heads sorted and unique, so two circuits with the
 same heads in a different order are equal and evaluate identically. Optional extras: a role per head
-("name mover"), edges ``(sender, receiver, component)`` with component in q/k/v (receiver a head) or
-"logits" (receiver None), and MLP layers that belong to the circuit (informational: MLPs are never
-ablated in evaluation).
+("name mover"), edges ``(sender, receiver, component)`` with component in q/k/v (receiver a head), "mlp"
+(receiver an MLP, ``identities.MLP``) or "logits" (receiver None), and MLP layers that belong to the
+circuit (found by a search with MLP nodes on; every MLP an edge touches must be listed; informational in
+evaluation: MLPs are never ablated).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Iterable
 
 import torch
 
-from .identities import Edge, Head, HeadLike, Overlap, as_edge, as_head, head_name
+from .identities import MLP, Edge, Head, HeadLike, Overlap, as_edge, as_head, head_name, node_name, node_order
 from .toy.ioi_algorithm import ROLE_EDGES as PLANTED_EDGES, ROLES as PLANTED_ROLES
 
 
@@ -37,13 +38,18 @@ class Circuit:
         if not set(roles) <= heads:
             raise ValueError(f"roles given for heads not in the circuit: {_names(set(roles) - heads)}")
         edges = set(map(as_edge, self.edges))
-        strangers = {h for e in edges for h in (e.sender, e.receiver) if h is not None} - heads
+        mlps = set(map(int, self.mlps))
+        ends = {n for e in edges for n in (e.sender, e.receiver) if n is not None}
+        strangers = {n for n in ends if not isinstance(n, MLP)} - heads
         if strangers:
             raise ValueError(f"edges touch heads not in the circuit: {_names(strangers)}")
+        stray_mlps = sorted(n.layer for n in ends if isinstance(n, MLP) and n.layer not in mlps)
+        if stray_mlps:
+            raise ValueError(f"edges touch MLPs not in the circuit's mlps: {stray_mlps}; add their layers to mlps")
         object.__setattr__(self, "heads", tuple(sorted(heads)))
         object.__setattr__(self, "roles", dict(sorted(roles.items())))
         object.__setattr__(self, "edges", tuple(sorted(edges, key=_edge_key)))
-        object.__setattr__(self, "mlps", tuple(sorted(set(map(int, self.mlps)))))
+        object.__setattr__(self, "mlps", tuple(sorted(mlps)))
 
     def __len__(self) -> int:
         return len(self.heads)
@@ -80,7 +86,7 @@ class Circuit:
         return {"name": self.name, "description": self.description,
                 "heads": [head_name(h) for h in self.heads],
                 "roles": {head_name(h): r for h, r in self.roles.items()},
-                "edges": [[head_name(e.sender), None if e.receiver is None else head_name(e.receiver),
+                "edges": [[node_name(e.sender), None if e.receiver is None else node_name(e.receiver),
                            e.component] for e in self.edges],
                 "mlps": list(self.mlps)}
 
@@ -145,7 +151,7 @@ def _names(heads) -> str:
 
 
 def _edge_key(e: Edge):
-    return (e.sender, e.receiver or (1 << 30, 0), e.component)
+    return (node_order(e.sender), (1 << 30, 0, 0) if e.receiver is None else node_order(e.receiver), e.component)
 
 
 def as_circuit(c: "Circuit | Iterable[HeadLike]") -> Circuit:

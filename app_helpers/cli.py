@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from . import devices, models, report, sizing
+from .validate import InputError
 from .bench import run_bench
 from .circuits import references_for
 from .pipeline import run_comparison
@@ -49,8 +50,7 @@ def cmd_run(args) -> int:
                                 scales=size.scales, thresholds=size.thresholds,
                                 references=references_for(choice.location, task),
                                 task_options=task_options,
-                                engine_kwargs={"metric": args.patching_metric} if args.patching_metric else None,
-                                baselines=args.baselines)
+                                engine_kwargs=_engine_kwargs(args), baselines=args.baselines)
     print(report.comparison_table(comparison))
     out = Path(args.out)
     written = report.write_outputs(comparison, out, bridge.cfg.n_layers, bridge.cfg.n_heads)
@@ -71,6 +71,14 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _engine_kwargs(args) -> dict | None:
+    """What ``run``'s options hand both path-patching engines: the patching metric, MLP nodes."""
+    kwargs = {"metric": args.patching_metric} if args.patching_metric else {}
+    if args.mlps:
+        kwargs["mlps"] = True
+    return kwargs or None
+
+
 def _check_before_loading(args) -> dict[str, str]:
     """Everything that can be checked without a model — the model spec, device, dtype, task and its
     options — so that bad input fails in a second instead of after a model load. Returns the task options."""
@@ -78,6 +86,9 @@ def _check_before_loading(args) -> dict[str, str]:
     devices.resolve_device(args.device)
     devices.resolve_dtype(args.dtype)
     models.choose_model(args.model, args.task)
+    if getattr(args, "mlps", False) and getattr(args, "baselines", False):
+        raise InputError("--mlps and --baselines together: the baselines score heads only; run them without "
+                         "--mlps (or path patching with MLP nodes without --baselines)")
     if args.task is not None:
         metric = options.get("metric")
         if metric is not None:
@@ -128,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed of the search prompts (the held-out prompts are drawn from seed+1000 and never repeat one)")
     run.add_argument("--out", default="out/run", help="folder for comparison.json and the PNG figures")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--mlps", action="store_true",
+                     help="MLPs as nodes of path patching, senders and receivers beside the heads (off by default, "
+                          "as in the paper); circuits may then contain MLPs")
     run.add_argument("--baselines", action="store_true",
                      help="also run activation patching, EAP and EAP-IG, dense and on APP's pruned set "
                           "(one table of every method)")

@@ -16,6 +16,8 @@ from typing import Iterable, NamedTuple, Union
 HEAD_INPUTS = ("q", "k", "v")
 #: The component name of the logits receiver.
 LOGITS_COMPONENT = "logits"
+#: The component name of an MLP receiver: its input (the residual stream after its layer's attention).
+MLP_COMPONENT = "mlp"
 
 
 class Head(NamedTuple):
@@ -52,21 +54,72 @@ def head_name(h: HeadLike) -> str:
     return str(as_head(h))
 
 
-class Receiver(NamedTuple):
-    """Where a path ends: the logits (``head`` None) or one head's q, k or v input."""
+class MLP(NamedTuple):
+    """The MLP of one layer, a node of the circuit graph when path patching runs with ``mlps=True``
+    (off by default, as in the paper). Written ``"mlp3"`` in JSON, tables and figures."""
 
-    head: Head | None
+    layer: int
+
+    def __str__(self) -> str:
+        return f"mlp{self.layer}"
+
+
+#: A node of the circuit graph: an attention head or (with MLP nodes on) a layer's MLP.
+Node = Union[Head, MLP]
+
+
+def as_node(n) -> Node:
+    """A ``Head`` or an ``MLP`` from either, from ``"mlp3"``, or from anything ``as_head`` reads."""
+    if isinstance(n, MLP):
+        return n
+    if isinstance(n, str) and n.startswith("mlp"):
+        try:
+            layer = int(n[3:])
+        except ValueError:
+            raise ValueError(f"an MLP node is written 'mlp' and its layer, e.g. 'mlp3', got {n!r}") from None
+        if layer < 0:
+            raise ValueError(f"an MLP's layer must be non-negative, got {n!r}")
+        return MLP(layer)
+    return as_head(n)
+
+
+def node_order(n: Node) -> tuple[int, int, int]:
+    """Sort key in computation order: a layer's heads, then its MLP."""
+    return (n.layer, 1, 0) if isinstance(n, MLP) else (n[0], 0, n[1])
+
+
+def node_name(n) -> str:
+    """``"9.6"`` for a head, ``"mlp3"`` for an MLP."""
+    return str(as_node(n))
+
+
+class Receiver(NamedTuple):
+    """Where a path ends: the logits (``head`` None), one head's q, k or v input, or an MLP's input
+    (``head`` an ``MLP``, component ``"mlp"``)."""
+
+    head: Node | None
     component: str
 
     @property
     def is_logits(self) -> bool:
         return self.head is None
 
+    @property
+    def is_mlp(self) -> bool:
+        return isinstance(self.head, MLP)
+
     def __str__(self) -> str:
-        return LOGITS_COMPONENT if self.is_logits else f"{self.head}.{self.component}"
+        if self.is_logits or self.is_mlp:
+            return str(self.head or LOGITS_COMPONENT)
+        return f"{self.head}.{self.component}"
 
 
 LOGITS = Receiver(None, LOGITS_COMPONENT)
+
+
+def mlp_input(layer: int) -> Receiver:
+    """The receiver "MLP ``layer``'s input"."""
+    return Receiver(MLP(int(layer)), MLP_COMPONENT)
 
 
 def head_input(head: HeadLike, component: str) -> Receiver:
@@ -77,25 +130,32 @@ def head_input(head: HeadLike, component: str) -> Receiver:
 
 
 class Edge(NamedTuple):
-    """A path from a sender head into a receiver: ``(sender, receiver head or None, component)``."""
+    """A path from a sender node into a receiver: ``(sender, receiver node or None, component)``."""
 
-    sender: Head
-    receiver: Head | None  # None for the logits
-    component: str  # "q", "k", "v" or "logits"
+    sender: Node
+    receiver: Node | None  # None for the logits
+    component: str  # "q", "k", "v" (a head receiver), "mlp" (an MLP receiver) or "logits"
 
     @property
     def into(self) -> Receiver:
         return Receiver(self.receiver, self.component)
 
 
+EDGE_COMPONENTS = (*HEAD_INPUTS, MLP_COMPONENT, LOGITS_COMPONENT)
+
+
 def as_edge(e) -> Edge:
-    """An ``Edge`` from ``(sender, receiver, component)``; the logits' receiver is None (or "logits")."""
+    """An ``Edge`` from ``(sender, receiver, component)``; the logits' receiver is None (or "logits"),
+    an MLP receiver's component is "mlp", a head receiver's q, k or v."""
     sender, receiver, component = e
-    if component not in (*HEAD_INPUTS, LOGITS_COMPONENT):
-        raise ValueError(f"edge component must be one of {(*HEAD_INPUTS, LOGITS_COMPONENT)}, got {component!r}")
+    if component not in EDGE_COMPONENTS:
+        raise ValueError(f"edge component must be one of {EDGE_COMPONENTS}, got {component!r}")
     if (component == LOGITS_COMPONENT) != (receiver is None or receiver == LOGITS_COMPONENT):
         raise ValueError(f"an edge to the logits has receiver None and component 'logits', got {e!r}")
-    return Edge(as_head(sender), None if component == LOGITS_COMPONENT else as_head(receiver), component)
+    receiver = None if component == LOGITS_COMPONENT else as_node(receiver)
+    if receiver is not None and isinstance(receiver, MLP) != (component == MLP_COMPONENT):
+        raise ValueError(f"an edge into an MLP has component 'mlp', one into a head q, k or v; got {e!r}")
+    return Edge(as_node(sender), receiver, component)
 
 
 class Method(enum.Enum):

@@ -87,7 +87,7 @@ def run_grid(model, task, evaluator: CircuitEvaluator, method: Method, candidate
     grid = grid_search(engine, _perfs(evaluator), method, candidates, scales, thresholds, lambda _: bar.update(1))
     bar.close()
     best = grid.best
-    circuit = Circuit(heads=tuple(best.heads), edges=tuple(best.edges),
+    circuit = Circuit(heads=tuple(best.heads), edges=tuple(best.edges), mlps=tuple(best.mlps),
                       name=f"{method.label} (scale {best.scale:g}, threshold {best.min_value_threshold:g})")
     cost = engine.cost.copy()
     cost.seconds = time.perf_counter() - start  # includes the engine set-up and grid evaluation
@@ -143,9 +143,14 @@ def run_comparison(model, task_name: str = "ioi", n: int = 100, seed: int = 0, e
 
     ``task_options`` go to ``make_split`` for both prompt sets (e.g. ``{"metric": "prob_diff"}``: Perf and,
     by default, path patching use it); ``engine_kwargs`` go to both engines (e.g. ``{"metric": "kl"}``: path
-    patching scores KL to the clean distribution while Perf keeps the task's metric). ``baselines``: also
-    run every method of ``BASELINES``, dense and on APP's pruned set (``Comparison.baselines``).
+    patching scores KL to the clean distribution while Perf keeps the task's metric; ``{"mlps": True}``: MLP
+    nodes, so circuits may contain MLPs — Perf still ablates heads only). ``baselines``: also run every
+    method of ``BASELINES``, dense and on APP's pruned set (``Comparison.baselines``; heads only, so not
+    with MLP nodes).
     """
+    if baselines and (engine_kwargs or {}).get("mlps"):
+        raise validate.InputError("the baselines score heads only: run them without MLP nodes (engine_kwargs mlps), or "
+                         "path patching with MLP nodes without baselines")
     options = dict(task_options or {})
     split = make_split(task_name, model, n=n, eval_n=eval_n, seed=seed, **options)
     task, eval_task = split.search, split.held_out

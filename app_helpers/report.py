@@ -31,6 +31,8 @@ def comparison_rows(c: Comparison) -> list[tuple[str, object, object]]:
     with_pruning = a + c.pruning_cost
     rows = [
         ("heads in circuit", len(c.dense.circuit), len(c.app.circuit)),
+        *([("MLPs in circuit", _mlps(c.dense.circuit), _mlps(c.app.circuit))]
+          if c.dense.circuit.mlps or c.app.circuit.mlps else []),
         ("search space (heads)", c.pruning.n_heads_total, len(c.pruning.merged)),
         (f"Perf % (held-out, N={c.eval_n})", c.dense.perf, c.app.perf),
         ("TPR vs dense PP", ov["dense PP"]["dense PP"].tpr, ov["APP"]["dense PP"].tpr),
@@ -53,6 +55,16 @@ def comparison_rows(c: Comparison) -> list[tuple[str, object, object]]:
         ("speed-up incl. pruning: seconds", 1.0, _ratio(d.seconds, with_pruning.seconds)),
     ]
     return rows
+
+
+def _mlps(circuit) -> str:
+    """A circuit's MLP layers, e.g. "mlp0 mlp3" (path patching with MLP nodes), or "none"."""
+    return " ".join(f"mlp{m}" for m in circuit.mlps) or "none"
+
+
+def _size(circuit) -> str:
+    """"6 heads", or "6 heads, 2 MLPs" for a circuit found with MLP nodes."""
+    return f"{len(circuit)} heads" + (f", {len(circuit.mlps)} MLPs" if circuit.mlps else "")
 
 
 def _ratio(a: float, b: float) -> float:
@@ -261,13 +273,15 @@ def save_figures(c: Comparison, out_dir: Path, n_layers: int, n_heads: int) -> l
                                  n_heads, title="heads kept at each method's cliff",
                                  outlined=c.dense.circuit.heads, neither="pruned by both"),
         "circuit_dense": viz.circuit_graph(c.dense.circuit.heads, c.dense.circuit.edges, n_layers, n_heads,
-                                           title=f"dense PP circuit ({len(c.dense.circuit)} heads)"),
+                                           title=f"dense PP circuit ({_size(c.dense.circuit)})",
+                                           mlps=c.dense.circuit.mlps),
         "circuit_app": viz.circuit_graph(c.app.circuit.heads, c.app.circuit.edges, n_layers, n_heads,
-                                         title=f"APP circuit ({len(c.app.circuit)} heads)"),
+                                         title=f"APP circuit ({_size(c.app.circuit)})", mlps=c.app.circuit.mlps),
         "costs": viz.cost_bars({"dense PP": c.dense.cost, "APP": c.app.cost,
                                 "APP + pruning": c.app.cost + c.pruning_cost}),
         "logits_patching_app": viz.head_heatmap(c.app.grid.best.scores[LOGITS],
-                                                "APP: path patching to the logits"),
+                                                "APP: path patching to the logits",
+                                                mlps=c.app.grid.best.scores[LOGITS].shape[1] > n_heads),
     }
     paths = []
     for name, fig in figures.items():

@@ -2,7 +2,10 @@
 
 Breadth-first from the logits: path-patch to the logits, select the heads that matter, then path-patch
 into each selected head's q, k and v, select again, and so on. APP is exactly this search with the
-candidate set = the merged pruned set: pruned heads are never evaluated and never selected.
+candidate set = the merged pruned set: pruned heads are never evaluated and never selected. On an engine
+with MLP nodes (``PathPatcher(..., mlps=True)``) the score matrices carry each layer's MLP in their last
+column: MLPs are selected by the same rule beside the heads (always candidates: they are never pruned)
+and a selected MLP is expanded through its input like a head through its q, k and v.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import torch
 
 from . import validate
 from .costs import Cost
-from .identities import HEAD_INPUTS, LOGITS, Edge, Head, Method, Receiver, head_input
+from .identities import HEAD_INPUTS, LOGITS, MLP, Edge, Head, Method, Node, Receiver, head_input, mlp_input
 
 GRID_SCALES = (1.0, 1.5, 2.0, 2.5)
 GRID_THRESHOLDS = (0.01, 0.001, 0.02, 0.002)
@@ -49,6 +52,18 @@ def select_heads(scores: torch.Tensor, scale: float, min_value_threshold: float,
     return chosen
 
 
+def select_nodes(scores: torch.Tensor, n_heads: int, scale: float, min_value_threshold: float,
+                 candidates: Iterable[Head] | None = None, k: float = K) -> list[Node]:
+    """``select_heads`` on a score matrix that may hold one more column than ``n_heads``: each layer's
+    MLP (an engine with MLP nodes). The rule's mean and spread then run over heads and MLPs together and
+    its per-layer term counts the layer's nodes; MLPs are always candidates. Returns heads and ``MLP``s."""
+    if scores.shape[-1] == n_heads:
+        return [Head(*h) for h in select_heads(scores, scale, min_value_threshold, candidates, k)]
+    allowed = None if candidates is None else [*candidates, *((l, n_heads) for l in range(scores.shape[0]))]
+    return [MLP(l) if h == n_heads else Head(l, h)
+            for l, h in select_heads(scores, scale, min_value_threshold, allowed, k)]
+
+
 def _settings(scale, min_value_threshold, k=K) -> tuple[float, float, float]:
     """The selection rule's settings, checked: finite and not negative (a NaN threshold selects nothing)."""
     return (validate.number("scale", scale, at_least=0), validate.number("min_value_threshold", min_value_threshold,
@@ -58,30 +73,32 @@ def _settings(scale, min_value_threshold, k=K) -> tuple[float, float, float]:
 
 @dataclass
 class SearchResult:
-    """One automatic search: the circuit, how each head was found, every score matrix, and the cost."""
+    """One automatic search: the circuit, how each node was found, every score matrix, and the cost."""
 
     heads: list[Head]  # circuit heads in the order they were added
-    edges: list[Edge]  # (sender, receiver head or None for the logits, component)
-    scores: dict[Receiver, torch.Tensor] = field(repr=False)  # receiver → [layers below it, n_heads]
+    edges: list[Edge]  # (sender, receiver node or None for the logits, component)
+    scores: dict[Receiver, torch.Tensor] = field(repr=False)  # receiver → [layers below it, n_columns]
     scale: float
     min_value_threshold: float
     capped: bool  # stopped by the 75 % cap
     cost: Cost
+    mlps: list[int] = field(default_factory=list)  # layers of the circuit's MLPs (an engine with MLP nodes)
 
 
 def search_circuit(engine, candidates: Iterable[Head] | None = None, scale: float = 1.0,
                    min_value_threshold: float = 0.01, logits_scale: float = LOGITS_SCALE, k: float = K,
-                   cap_fraction: float = CAP_FRACTION, progress: Callable[[Head], None] | None = None
+                   cap_fraction: float = CAP_FRACTION, progress: Callable[[Node], None] | None = None
                    ) -> SearchResult:
     """Breadth-first path-patching search over ``engine`` (a ``PathPatcher`` or ``NaivePathPatcher``).
 
     Layer-0 heads join the circuit but are not expanded (nothing lies below them). The search stops when
-    the queue empties, or when queued + expanded heads exceed ``cap_fraction`` of all heads — then the
-    queue joins the circuit as it is (a circuit that large is no circuit, but the user sees why).
-    ``progress(head)`` is called before each receiver head is expanded.
+    the queue empties, or when queued + expanded nodes exceed ``cap_fraction`` of all nodes (heads, and
+    MLPs with MLP nodes) — then the queue joins the circuit as it is (a circuit that large is no circuit,
+    but the user sees why). ``progress(node)`` is called before each receiver is expanded.
     """
     cfg = engine.cfg
-    total = cfg.n_layers * cfg.n_heads
+    mlps = getattr(engine, "mlps", False)
+    total = cfg.n_layers * (cfg.n_heads + mlps)
     _settings(scale, min_value_threshold, k)
     validate.number("logits_scale", logits_scale, at_least=0)
     validate.number("cap_fraction", cap_fraction, above=0, at_most=1)
@@ -90,21 +107,22 @@ def search_circuit(engine, candidates: Iterable[Head] | None = None, scale: floa
         validate.nonempty("the candidate set", candidates, "pass None to search every head, or the pruned set "
                           "(PruningResult.merged)")
     before = engine.cost.copy()
+    select = lambda m, scale_: select_nodes(m, cfg.n_heads, scale_, min_value_threshold, candidates, k)  # noqa: E731
     scores: dict[Receiver, torch.Tensor] = {LOGITS: engine.to_logits(candidates)}
-    queue = select_heads(scores[LOGITS], logits_scale, min_value_threshold, candidates, k)
+    queue: list[Node] = select(scores[LOGITS], logits_scale)
     edges = [Edge(s, None, LOGITS.component) for s in queue]
-    heads: list[Head] = []
-    expanded: list[Head] = []
+    nodes: list[Node] = []
+    expanded: list[Node] = []
     capped = False
     while queue:
         if len(queue) + len(expanded) > cap_fraction * total:
-            heads += [h for h in queue if h not in heads]
+            nodes += [h for h in queue if h not in nodes]
             capped = True
             break
         receiver = queue.pop(0)
-        if receiver not in heads:
-            heads.append(receiver)
-        if receiver in expanded or receiver[0] == 0:
+        if receiver not in nodes:
+            nodes.append(receiver)
+        if receiver in expanded or (isinstance(receiver, Head) and receiver.layer == 0):
             continue
         expanded.append(receiver)
         if progress:
@@ -112,13 +130,18 @@ def search_circuit(engine, candidates: Iterable[Head] | None = None, scale: floa
         # One sender pass for every queued receiver of this layer (the naive reference ignores the hint).
         engine.prefetch([receiver] + [q for q in queue if q[0] == receiver[0] and q not in expanded],
                         candidates)
-        for component in HEAD_INPUTS:
-            matrix = engine.to_head(receiver, component, candidates)
-            scores[head_input(receiver, component)] = matrix
-            selected = select_heads(matrix, scale, min_value_threshold, candidates, k)
-            edges += [Edge(s, receiver, component) for s in selected]
+        inputs = ([mlp_input(receiver.layer)] if isinstance(receiver, MLP)
+                  else [head_input(receiver, c) for c in HEAD_INPUTS])
+        for into in inputs:
+            matrix = (engine.to_mlp(receiver.layer, candidates) if into.is_mlp
+                      else engine.to_head(receiver, into.component, candidates))
+            scores[into] = matrix
+            selected = select(matrix, scale)
+            edges += [Edge(s, receiver, into.component) for s in selected]
             queue += [s for s in selected if s not in expanded and s not in queue]
-    return SearchResult(heads, edges, scores, scale, min_value_threshold, capped, engine.cost - before)
+    heads = [n for n in nodes if isinstance(n, Head)]
+    return SearchResult(heads, edges, scores, scale, min_value_threshold, capped, engine.cost - before,
+                        sorted(n.layer for n in nodes if isinstance(n, MLP)))
 
 
 @dataclass

@@ -17,8 +17,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from . import validate
+from .identities import MLP, as_node
 
-COMPONENT_COLOURS = {"q": "#1f77b4", "k": "#2ca02c", "v": "#d62728", "logits": "#555555"}
+COMPONENT_COLOURS = {"q": "#1f77b4", "k": "#2ca02c", "v": "#d62728", "mlp": "#b8860b", "logits": "#555555"}
 NAN_COLOUR = "#d9d9d9"
 
 
@@ -40,8 +41,10 @@ def _outline(ax, heads: Iterable[tuple[int, int]], colour="black", width=1.8):
 
 def head_heatmap(matrix, title: str = "", outlined: Iterable[tuple[int, int]] = (), diverging: bool = True,
                  annotate: bool | None = None, label: str = "", ax=None, limit: float | None = None,
-                 floor: float = 0.0):
+                 floor: float = 0.0, mlps: bool = False):
     """A [layer, head] heatmap (scores or path-patching effects); ``outlined`` heads get a black box.
+    ``mlps``: the matrix's last column is each layer's MLP (path patching with MLP nodes), labelled
+    "MLP" and set off by a line.
 
     ``diverging`` centres the colour map at 0 (patching effects: red hurts, blue helps); NaN is grey.
     ``limit``: the colour scale runs over ±limit (diverging) or up to limit; by default this matrix's
@@ -63,6 +66,9 @@ def head_heatmap(matrix, title: str = "", outlined: Iterable[tuple[int, int]] = 
     image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, aspect="auto", **limits)
     fig.colorbar(image, ax=ax, label=label)
     _grid_axes(ax, n_layers, n_heads)
+    if mlps:
+        ax.set_xticks(range(n_heads), [*map(str, range(n_heads - 1)), "MLP"])
+        ax.axvline(n_heads - 1.5, color="black", linewidth=1.5)
     _outline(ax, outlined)
     if annotate if annotate is not None else n_layers * n_heads <= 64:
         for (layer, head), value in np.ndenumerate(data):
@@ -141,29 +147,35 @@ def sweep_curves(sweeps: Sequence, title: str = "Perf of the pruned model vs spa
 
 
 def circuit_graph(heads: Iterable[tuple[int, int]], edges: Iterable, n_layers: int, n_heads: int,
-                  roles: Mapping[tuple[int, int], str] | None = None, title: str = "Circuit", ax=None):
+                  roles: Mapping[tuple[int, int], str] | None = None, title: str = "Circuit", ax=None,
+                  mlps: Iterable[int] = ()):
     """The circuit as a graph: layers as rows (input at the bottom), heads as nodes, edges coloured by
-    the receiver component they were found through (q, k, v) or 'logits' for direct effects."""
+    the receiver component they were found through (q, k, v, an MLP's input) or 'logits' for direct
+    effects. ``mlps``: the circuit's MLP layers (path patching with MLP nodes), drawn as squares in a
+    column right of the heads."""
     heads = sorted(set(validate.heads_within(heads, n_layers, n_heads, "circuit heads")))
+    mlps = sorted({validate.integer("an MLP layer", m, at_least=0, at_most=n_layers - 1) for m in mlps})
     roles = dict(roles or {})
-    edges = list(edges)
-    validate.heads_within([h for e in edges for h in (e[0], e[1]) if h is not None and h != "logits"],
-                          n_layers, n_heads, "edge heads")
+    edges = [(as_node(e[0]), None if e[1] is None or e[1] == "logits" else as_node(e[1]), e[2]) for e in edges]
+    ends = [n for e in edges for n in e[:2] if n is not None]
+    validate.heads_within([n for n in ends if not isinstance(n, MLP)], n_layers, n_heads, "edge heads")
+    validate.integer("an edge's MLP layer", max([n.layer for n in ends if isinstance(n, MLP)], default=0),
+                     at_most=n_layers - 1)
+    nodes = set(heads) | {MLP(m) for m in mlps}
+    x_of = lambda node: n_heads + 0.5 if isinstance(node, MLP) else node[1]  # noqa: E731
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
-        figsize=(max(5.0, 0.6 * n_heads + 2), max(3.5, 0.55 * (n_layers + 1) + 1)))
+        figsize=(max(5.0, 0.6 * (n_heads + bool(mlps)) + 2), max(3.5, 0.55 * (n_layers + 1) + 1)))
     top = n_layers  # the logits sit above the last layer
     ax.scatter([h for l in range(n_layers) for h in range(n_heads)],
                [l for l in range(n_layers) for h in range(n_heads)], s=12, color="#e0e0e0", zorder=1)
     role_names = sorted(set(roles.get(h, "") for h in heads))
     palette = plt.get_cmap("tab10")
     role_colour = {r: palette(i % 10) for i, r in enumerate(role_names)}
-    for edge in edges:
-        sender, receiver, component = edge[0], edge[1], edge[2]
-        if tuple(sender) not in heads:
+    for sender, receiver, component in edges:
+        if sender not in nodes:
             continue
-        to_logits = receiver is None or receiver == "logits"
-        end = (n_heads / 2 - 0.5, top) if to_logits else (receiver[1], receiver[0])
-        ax.annotate("", xy=end, xytext=(sender[1], sender[0]), zorder=2,
+        end = (n_heads / 2 - 0.5, top) if receiver is None else (x_of(receiver), receiver[0])
+        ax.annotate("", xy=end, xytext=(x_of(sender), sender[0]), zorder=2,
                     arrowprops=dict(arrowstyle="-|>", color=COMPONENT_COLOURS.get(component, "black"),
                                     lw=1.2, alpha=0.75, shrinkA=7, shrinkB=7,
                                     connectionstyle="arc3,rad=0.08"))
@@ -172,15 +184,19 @@ def circuit_graph(heads: Iterable[tuple[int, int]], edges: Iterable, n_layers: i
         ax.scatter([head[1]], [head[0]], s=480, color=colour, edgecolor="black", zorder=3)
         ax.text(head[1], head[0], f"{head[0]}.{head[1]}", ha="center", va="center", fontsize=8, zorder=4,
                 color=_ink(colour))
+    for layer in mlps:
+        ax.scatter([n_heads + 0.5], [layer], s=480, marker="s", color="#f2c14e", edgecolor="black", zorder=3)
+        ax.text(n_heads + 0.5, layer, f"mlp{layer}", ha="center", va="center", fontsize=7, zorder=4)
     ax.scatter([n_heads / 2 - 0.5], [top], s=400, marker="s", color="#555555", zorder=3)
     ax.text(n_heads / 2 - 0.5, top, "logits", ha="center", va="center", color="white", fontsize=7, zorder=4)
-    ax.set_xlim(-1, n_heads)
+    ax.set_xlim(-1, n_heads + (1.5 if mlps else 0))
     ax.set_ylim(-0.8, top + 0.8)
     ax.set_yticks(range(n_layers))
-    ax.set_xticks(range(n_heads))
+    ax.set_xticks([*range(n_heads), *([n_heads + 0.5] if mlps else [])],
+                  [*map(str, range(n_heads)), *(["MLP"] if mlps else [])])
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    used = {e[2] for e in edges if tuple(e[0]) in heads}
+    used = {e[2] for e in edges if e[0] in nodes}
     handles = [Line2D([0], [0], color=c, lw=2, label=f"via {k}") for k, c in COMPONENT_COLOURS.items() if k in used]
     handles += [Line2D([0], [0], marker="o", linestyle="", markerfacecolor=c, markeredgecolor="black",
                        markersize=9, label=r or "circuit head") for r, c in role_colour.items()]

@@ -50,3 +50,20 @@ def gpt2_tok():
     from app_helpers.gpt2_offline import gpt2_tokenizer
 
     return gpt2_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def gpt2_3x4():
+    """A random-weight GPT-2-shaped bridge, 3 layers x 4 heads: deep enough for head, MLP and logits
+    receivers at several layers, small enough for the naive reference (the patching tests' model)."""
+    from app_helpers.gpt2_offline import random_gpt2
+
+    return random_gpt2(n_layers=3, n_heads=4, d_model=64, seed=3)
+
+
+@pytest.fixture(scope="session")
+def problem():
+    """``references.patching_problem()``: prompts of different lengths, a two-slot corruption, a metric."""
+    from references import patching_problem
+
+    return patching_problem()

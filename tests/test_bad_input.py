@@ -252,6 +252,7 @@ def test_figures_refuse_what_they_cannot_draw():
     (["run", "--task-option", "metric=kl"], "'kl'"), (["run", "--device", "tpu"], "'tpu'"),
     (["run", "--dtype", "float8"], "'float8'"), (["run", "--model", "gtp2"], "'gtp2'"),
     (["bench", "--n", "0"], "at least 1"), (["info", "--device", "tpu"], "'tpu'"),
+    (["run", "--mlps", "--baselines"], "heads only"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2_before_any_model_loads(argv, named, monkeypatch, capsys, tmp_path):
     def no_loading(*args, **kwargs):

@@ -6,19 +6,12 @@ import torch
 
 from app_helpers.identities import HEAD_INPUTS
 from app_helpers.patching import NaivePathPatcher, PathPatcher, length_groups
-from references import counted_flops, patching_problem
+from references import counted_flops
 
 
 @pytest.fixture(scope="module")
-def model():
-    from app_helpers.gpt2_offline import random_gpt2
-
-    return random_gpt2(n_layers=3, n_heads=4, d_model=64, seed=3)
-
-
-@pytest.fixture(scope="module")
-def problem():
-    return patching_problem()
+def model(gpt2_3x4):
+    return gpt2_3x4
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ import torch
 
 from app_helpers import report
 from app_helpers.cli import main
+from app_helpers.circuits import Circuit
 from app_helpers.pipeline import run_comparison
+from app_helpers.validate import InputError
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +192,24 @@ def test_path_patching_can_score_kl_while_perf_keeps_the_task_metric(tmp_path, c
     assert record["dense"]["patching_metric"] == record["app"]["patching_metric"] == "kl"
     assert record["task_options"]["metric"] == "logit_diff"
     assert record["dense"]["cost"]["forward_passes"] > 0 and "WARNING" not in capsys.readouterr().out
+
+
+def test_run_with_mlp_nodes_carries_mlps_into_the_record_the_table_and_the_figures(tmp_path, capsys):
+    from app_helpers.cli import main
+    from app_helpers.identities import MLP, as_edge
+
+    out = tmp_path / "mlps"
+    assert main(["run", "--model", "app-toy", "--task", "ioi", "--n", "8", "--eval-n", "8", "--size", "tutorial",
+                 "--mlps", "--quiet", "--out", str(out)]) == 0
+    record = json.loads((out / "comparison.json").read_text())
+    circuit = Circuit.from_dict(record["dense"]["circuit"])
+    assert circuit.mlps, "app-toy's IOI search with MLP nodes selects some MLP (else the test shows nothing)"
+    edges = [as_edge(e) for e in record["dense"]["circuit"]["edges"]]
+    assert {n.layer for e in edges for n in (e.sender, e.receiver) if isinstance(n, MLP)} <= set(circuit.mlps)
+    assert "MLPs in circuit" in capsys.readouterr().out
+    assert (out / "circuit_dense.png").stat().st_size > 0
+    with pytest.raises(InputError, match="heads only"):
+        run_comparison(None, engine_kwargs={"mlps": True}, baselines=True)
 
 
 def test_baselines_run_beside_pp_and_app_with_the_same_selection_and_evaluation(tiny_gpt2):

@@ -66,16 +66,22 @@ def test_run_blocks_resumes_exactly_with_the_rotary_positions(rotary_model, prob
     torch.testing.assert_close(prefix, want[:, :5], atol=1e-5, rtol=0)  # causal: a prefix is exact
 
 
-@pytest.mark.parametrize("chunk_size", [1, 3])
-def test_engine_equals_naive_reference(rotary_model, problem, chunk_size):
-    naive, fast = NaivePathPatcher(rotary_model, *problem), PathPatcher(rotary_model, *problem, chunk_size=chunk_size)
+@pytest.mark.parametrize("chunk_size,mlps", [(1, False), (3, False), (1, True), (3, True)])
+def test_engine_equals_naive_reference(rotary_model, problem, chunk_size, mlps):
+    naive = NaivePathPatcher(rotary_model, *problem, mlps=mlps)
+    fast = PathPatcher(rotary_model, *problem, chunk_size=chunk_size, mlps=mlps)
     want = naive.to_logits()
     assert want.abs().max() > 1e-3  # real effects, not zeros
+    assert want.shape == (3, 4 + mlps)
     torch.testing.assert_close(fast.to_logits(), want, atol=1e-5, rtol=0)
     for receiver in [(1, 3), (2, 0)]:
         for component in HEAD_INPUTS:
             torch.testing.assert_close(fast.to_head(receiver, component), naive.to_head(receiver, component),
-                                       atol=1e-5, rtol=0)
+                                       atol=1e-5, rtol=0, equal_nan=mlps)
+    if mlps:  # gated MLPs as senders (the last column) and as receivers
+        assert want[:, 4].abs().min() > 1e-4
+        for layer in (0, 2):
+            torch.testing.assert_close(fast.to_mlp(layer), naive.to_mlp(layer), atol=1e-5, rtol=0, equal_nan=True)
 
 
 def test_counted_flops_are_what_torch_counts(rotary_model, problem):

@@ -113,3 +113,19 @@ def test_cost_curve_refuses_counts_below_one():
 
     with pytest.raises(ValueError, match="prompts must be at least 1, got 0"):
         cost_curve(GPT2_SMALL, prompts=0, seq=16, circuit_heads=20)
+
+
+def test_mlp_nodes_get_their_own_column_in_the_graph_and_the_heatmap():
+    edges = [("1.0", "mlp2", "mlp"), ("mlp2", None, "logits"), ("mlp0", "1.0", "q")]
+    fig = viz.circuit_graph([(1, 0)], edges, n_layers=3, n_heads=4, mlps=[0, 2])
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert "mlp0" in texts and "mlp2" in texts and "1.0" in texts
+    assert len([c for c in ax.get_children() if type(c).__name__ == "Annotation"]) == 3
+    assert "via mlp" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "MLP"
+    with pytest.raises(ValueError, match="MLP layer"):
+        viz.circuit_graph([(1, 0)], [], n_layers=3, n_heads=4, mlps=[3])
+    heat = viz.head_heatmap(torch.zeros(3, 5), mlps=True)
+    assert [t.get_text() for t in heat.axes[0].get_xticklabels()][-1] == "MLP"
+    plt.close("all")

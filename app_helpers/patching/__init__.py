@@ -6,6 +6,11 @@ except (l, h), which gets its corrupted value; MLPs are recomputed. The receiver
 the clean prompts with only that head's q/k/v replaced). Scores are the normalised metric
 ``(LD_patched - LD_clean) / (LD_clean - LD_corrupted)``: 0 = no effect, -1 = as bad as full corruption.
 
+MLP nodes (``mlps=True``, off by default as in the paper): each layer's MLP is a node too — a sender
+(its output corrupted), a receiver (``to_mlp(layer)``: its output recomputed from the sender-patched
+stream, then put into the clean run) — and every node but the sender is frozen, MLPs included, so each
+edge is a direct path; score matrices gain a last column, the layer's MLP (``base.PatchingBase``).
+
 ``PathPatcher`` gives the same numbers as ``NaivePathPatcher`` (one full forward per sender per
 receiver, as the APP authors run it) while doing far less work:
 - senders are stacked along the batch dimension (chunked to a memory budget), grouped by layer;

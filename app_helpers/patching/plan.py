@@ -11,7 +11,7 @@ from typing import Iterable, NamedTuple
 import torch
 
 from ..hooks import cut_block_kwargs
-from ..identities import Head, Receiver
+from ..identities import Head, Node, Receiver
 
 
 @dataclass
@@ -28,6 +28,8 @@ class View:
     clean_z: list[torch.Tensor]  # per layer [n, T, n_heads, d_head]
     corrupted_z: list[torch.Tensor]  # per layer [n, T, n_heads, d_head]
     block_kwargs: dict  # what each block is handed for T positions (rotary positions, mask; {} for GPT-2)
+    clean_mlp: list[torch.Tensor] | None = None  # with MLP nodes: per layer the MLP output [n, T, d_model]
+    corrupted_mlp: list[torch.Tensor] | None = None
 
     @property
     def n(self) -> int:
@@ -41,19 +43,21 @@ class View:
 def make_view(prompts: torch.Tensor, end_pos: torch.Tensor, caches, block_kwargs: dict,
               prediction_only: bool = False) -> View:
     """``prompts`` [n] at their prediction position only (T = 1), or up to the last prediction position
-    among them. ``caches``: (clean resid, clean z, corrupted z), each a per-layer list over all prompts;
-    ``block_kwargs``: ``hooks.block_kwargs`` for the full prompts.
+    among them. ``caches``: (clean resid, clean z, corrupted z[, clean mlp_out, corrupted mlp_out]), each a
+    per-layer list over all prompts (the MLP outputs with MLP nodes only); ``block_kwargs``:
+    ``hooks.block_kwargs`` for the full prompts.
 
     A prediction-only view runs its positions as if they were position 0: that is exact because such a
     pass freezes every head's z from the sender's layer on, so no attention result (where positions
     matter) is used, and the MLPs act per position."""
     end = end_pos[prompts]
     if prediction_only:
-        resid, clean_z, corrupted_z = ([a[prompts, end][:, None] for a in acts] for acts in caches)
-        return View(prompts, torch.zeros_like(end), resid, clean_z, corrupted_z, cut_block_kwargs(block_kwargs, 1))
+        resid, clean_z, corrupted_z, *mlp = ([a[prompts, end][:, None] for a in acts] for acts in caches)
+        return View(prompts, torch.zeros_like(end), resid, clean_z, corrupted_z, cut_block_kwargs(block_kwargs, 1),
+                    *mlp)
     last = int(end.max()) + 1
-    resid, clean_z, corrupted_z = ([a[prompts, :last] for a in acts] for acts in caches)
-    return View(prompts, end, resid, clean_z, corrupted_z, cut_block_kwargs(block_kwargs, last))
+    resid, clean_z, corrupted_z, *mlp = ([a[prompts, :last] for a in acts] for acts in caches)
+    return View(prompts, end, resid, clean_z, corrupted_z, cut_block_kwargs(block_kwargs, last), *mlp)
 
 
 def length_groups(lengths: list[int], max_groups: int = 4, pass_overhead: float = 0.05) -> list[list[int]]:
@@ -96,9 +100,9 @@ def auto_chunk_size(cfg, seq: int, n_prompts: int, memory_mb: float, dtype: torc
     return max(1, rows // n_prompts)
 
 
-def sender_chunks(senders: Iterable[Head], chunk_size: int) -> list[list[Head]]:
-    """Consecutive same-layer groups of at most ``chunk_size`` senders (sorted input), so that every pass
-    starts exactly at its senders' layer."""
+def sender_chunks(senders: Iterable[Node], chunk_size: int) -> list[list[Node]]:
+    """Consecutive same-layer groups of at most ``chunk_size`` senders (sorted input; a layer's MLP may
+    share its heads' pass), so that every pass starts exactly at its senders' layer."""
     chunks: list[list[Head]] = []
     for sender in senders:
         if chunks and len(chunks[-1]) < chunk_size and chunks[-1][0][0] == sender[0]:
@@ -110,7 +114,8 @@ def sender_chunks(senders: Iterable[Head], chunk_size: int) -> list[list[Head]]:
 
 class Block(NamedTuple):
     """One block of ``n_prompts`` rows in a receiver pass: receiver ``head`` (in the receiver layer) gets
-    its ``component`` input from the record of the chunk's ``sender``-th sender."""
+    its ``component`` input from the record of the chunk's ``sender``-th sender; an MLP receiver has
+    component "mlp" and head -1."""
 
     head: int
     component: str
@@ -119,7 +124,7 @@ class Block(NamedTuple):
 
 def owed_blocks(chunk: list[Head], missing: dict[Receiver, set[Head]]) -> list[Block]:
     """The blocks ``chunk`` still owes: one per (receiver input, sender of the chunk) not yet scored."""
-    return [Block(r.head.head, r.component, i) for r, owed in missing.items()
+    return [Block(-1 if r.is_mlp else r.head.head, r.component, i) for r, owed in missing.items()
             for i, sender in enumerate(chunk) if sender in owed]
 
 
