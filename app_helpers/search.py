@@ -58,9 +58,9 @@ def select_nodes(scores: torch.Tensor, n_heads: int, scale: float, min_value_thr
     MLP (an engine with MLP nodes). The rule's mean and spread then run over heads and MLPs together and
     its per-layer term counts the layer's nodes; MLPs are always candidates. Returns heads and ``MLP``s."""
     if scores.shape[-1] == n_heads:
-        return [Head(*h) for h in select_heads(scores, scale, min_value_threshold, candidates, k)]
+        return select_heads(scores, scale, min_value_threshold, candidates, k)
     allowed = None if candidates is None else [*candidates, *((l, n_heads) for l in range(scores.shape[0]))]
-    return [MLP(l) if h == n_heads else Head(l, h)
+    return [MLP(l) if h == n_heads else (l, h)
             for l, h in select_heads(scores, scale, min_value_threshold, allowed, k)]
 
 
@@ -122,7 +122,7 @@ def search_circuit(engine, candidates: Iterable[Head] | None = None, scale: floa
         receiver = queue.pop(0)
         if receiver not in nodes:
             nodes.append(receiver)
-        if receiver in expanded or (isinstance(receiver, Head) and receiver.layer == 0):
+        if receiver in expanded or (not isinstance(receiver, MLP) and receiver[0] == 0):
             continue
         expanded.append(receiver)
         if progress:
@@ -139,7 +139,7 @@ def search_circuit(engine, candidates: Iterable[Head] | None = None, scale: floa
             selected = select(matrix, scale)
             edges += [Edge(s, receiver, into.component) for s in selected]
             queue += [s for s in selected if s not in expanded and s not in queue]
-    heads = [n for n in nodes if isinstance(n, Head)]
+    heads = [n for n in nodes if not isinstance(n, MLP)]
     return SearchResult(heads, edges, scores, scale, min_value_threshold, capped, engine.cost - before,
                         sorted(n.layer for n in nodes if isinstance(n, MLP)))
 
