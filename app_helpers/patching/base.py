@@ -10,7 +10,7 @@ import torch
 from .. import validate
 from ..costs import Cost, layer_flops_per_token, qkv_flops_per_token, timed, unembed_flops
 from ..hooks import final_residual, logits_at, model_device
-from ..identities import MLP, Head, Node, head_input
+from ..identities import MLP, Head, Node, head_input, node_order
 from ..metrics import PATCHING_METRICS, kl_to_clean, task_metric, warn_if_untrusted
 
 #: end-position logits [..., n_prompts, vocab] → per-prompt metric [..., n_prompts] (e.g. logit difference)
@@ -136,6 +136,11 @@ class PatchingBase:
     def _mlp_senders(self, below_layer: int) -> list[MLP]:
         """The MLPs below ``below_layer`` when MLP nodes are on (they are never pruned), else none."""
         return [MLP(l) for l in range(below_layer)] if self.mlps else []
+
+    def _node_senders(self, senders: Iterable[Head] | None, below_layer: int, mlps_below: int) -> list[Node]:
+        """Head senders below ``below_layer`` and (MLP nodes) MLPs below ``mlps_below``, in pass order
+        (a layer's heads, then its MLP)."""
+        return sorted([*self._senders(senders, below_layer), *self._mlp_senders(mlps_below)], key=node_order)
 
     def _check_mlp_receiver(self, layer) -> int:
         """``layer`` as an MLP receiver's layer of this model; refuses when MLP nodes are off."""

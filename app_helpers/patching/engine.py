@@ -65,14 +65,10 @@ class PathPatcher(PatchingBase):
         at = torch.zeros(blocks * self.n_prompts, dtype=torch.long, device=self.device)
         return self.normalise(self._ld(final.reshape(blocks * self.n_prompts, 1, -1), blocks, at)).tolist()
 
-    def _wanted(self, senders: Iterable[Head] | None, below_layer: int, mlps_below: int) -> list[Node]:
-        """Head senders below ``below_layer`` and (MLP nodes) MLPs below ``mlps_below``, in pass order."""
-        return sorted([*self._senders(senders, below_layer), *self._mlp_senders(mlps_below)], key=node_order)
-
     def to_logits(self, senders: Iterable[Head] | None = None) -> torch.Tensor:
         """[n_layers, n_columns] normalised effect of each sender on the logits (NaN: not a sender)."""
         n_layers, view = self.cfg.n_layers, self._end_view
-        wanted = self._wanted(senders, n_layers, n_layers)
+        wanted = self._node_senders(senders, n_layers, n_layers)
         with timed(self.cost):
             for chunk in sender_chunks(self._memo.missing(LOGITS, wanted), self.chunk_size):
                 final = execution.logits_pass(self.model, chunk, view)
@@ -87,7 +83,7 @@ class PathPatcher(PatchingBase):
         receiver = self._check_receiver(receiver, component)
         senders = None if senders is None else list(senders)
         self._score_receivers([receiver], senders)
-        return self._memo.read(head_input(receiver, component), self._wanted(senders, receiver[0], receiver[0]))
+        return self._memo.read(head_input(receiver, component), self._node_senders(senders, receiver[0], receiver[0]))
 
     def to_mlp(self, layer: int, senders: Iterable[Head] | None = None) -> torch.Tensor:
         """[layer + 1, n_columns] normalised effect of each sender through MLP ``layer``'s input: the heads
@@ -95,7 +91,7 @@ class PathPatcher(PatchingBase):
         layer = self._check_mlp_receiver(layer)
         senders = None if senders is None else list(senders)
         self._score_receivers([MLP(layer)], senders)
-        return self._memo.read(mlp_input(layer), self._wanted(senders, layer + 1, layer))
+        return self._memo.read(mlp_input(layer), self._node_senders(senders, layer + 1, layer))
 
     def prefetch(self, receivers: Iterable[Node], senders: Iterable[Head] | None = None) -> None:
         """Score q, k and v of every head receiver (and the input of every MLP receiver) now, one sender
@@ -116,7 +112,7 @@ class PathPatcher(PatchingBase):
             by_layer.setdefault(inputs[0].head.layer, []).extend(inputs)
         with timed(self.cost):
             for layer, inputs in sorted(by_layer.items()):
-                missing = {r: set(self._memo.missing(r, self._wanted(senders, layer + r.is_mlp, layer)))
+                missing = {r: set(self._memo.missing(r, self._node_senders(senders, layer + r.is_mlp, layer)))
                            for r in sorted(set(inputs))}
                 for chunk in sender_chunks(sorted(set().union(*missing.values()), key=node_order), self.chunk_size):
                     self._score_chunk(chunk, layer, missing)

@@ -66,14 +66,11 @@ class NaivePathPatcher(PatchingBase):
                       if l != recompute_mlp]
         return hooks
 
-    def _all_senders(self, senders: Iterable[Head] | None, below_layer: int, mlps_below: int) -> list[Node]:
-        return [*self._senders(senders, below_layer), *self._mlp_senders(mlps_below)]
-
     def to_logits(self, senders: Iterable[Head] | None = None) -> torch.Tensor:
         """[n_layers, n_columns] normalised effect of each sender on the logits (NaN: not a sender)."""
         scores = {}
         with timed(self.cost):
-            for sender in self._all_senders(senders, self.cfg.n_layers, self.cfg.n_layers):
+            for sender in self._node_senders(senders, self.cfg.n_layers, self.cfg.n_layers):
                 scores[sender] = float(self.normalise(torch.tensor(
                     self._full_ld(self.clean_tokens, self._freeze_hooks(sender)))))
                 self._count_evaluation(sender, None)
@@ -85,7 +82,7 @@ class NaivePathPatcher(PatchingBase):
         index = input_head(self.cfg, head, component)
         scores = {}
         with timed(self.cost):
-            for sender in self._all_senders(senders, layer, layer):
+            for sender in self._node_senders(senders, layer, layer):
                 scores[sender] = self._through(sender, hook_name(layer, component), (slice(None),) * 2 + (index,))
                 self._count_evaluation(sender, layer)
         return self._matrix(layer, scores)
@@ -96,7 +93,7 @@ class NaivePathPatcher(PatchingBase):
         layer = self._check_mlp_receiver(layer)
         scores = {}
         with timed(self.cost):
-            for sender in self._all_senders(senders, layer + 1, layer):
+            for sender in self._node_senders(senders, layer + 1, layer):
                 scores[sender] = self._through(sender, hook_name(layer, "mlp_out"), (), recompute_mlp=layer)
                 self._count_evaluation(sender, layer, into_mlp=True)
         return self._matrix(layer + 1, scores)
