@@ -68,14 +68,15 @@ def test_interventions_replace_exactly_the_planned_heads(word_tok):
     iv.remove()
 
 
-def test_planting_steps_lower_the_behaviour_interchange_and_strict_losses(word_tok):
+def test_planting_steps_lower_the_behaviour_interchange_strict_and_isolated_losses(word_tok):
     torch.manual_seed(0)
     config = siit.SIITConfig(d_model=32)
     model = siit.build_model(config, word_tok)
     with torch.no_grad():  # make every head matter, as in a trained model, so strictness has something to fix
         for block in model.transformer.h:
             block.attn.c_proj.weight.mul_(20)
-    planter = siit.Planter(model, ioi_prompts.PromptSampler(word_tok, random.Random(0)), random.Random(0), config)
+    planter = siit.Planter(model, ioi_prompts.PromptSampler(word_tok, random.Random(0)), random.Random(0), config,
+                           isolated=True)
 
     def losses(seed):  # the same rows every time: the sampler, the plans and torch all reseeded
         planter.rng.seed(seed)
@@ -88,18 +89,18 @@ def test_planting_steps_lower_the_behaviour_interchange_and_strict_losses(word_t
     with torch.enable_grad():
         for step in range(25):
             parts = losses(step)
-            loss = parts["next_token"] + parts["clean"] + sum(parts[k] for k in siit.ROW_KINDS[1:])
+            loss = parts["next_token"] + parts["clean"] + siit.planting_loss(parts)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
     after = {k: float(v) for k, v in losses(123).items() if k != "accuracy"}
-    for name in ("clean", "interchange", "strict"):
+    for name in ("clean", "interchange", "strict", "isolated"):
         assert after[name] < before[name], (name, before, after)
 
 
 def test_the_training_command_writes_a_loadable_model(tmp_path):
     assert siit.main(["--out", str(tmp_path), "--behaviour-steps", "2", "--planting-steps", "2",
-                      "--polish-steps", "2", "--no-card"]) == 0
+                      "--polish-steps", "2", "--isolate-steps", "2", "--no-card"]) == 0
     record = json.loads((tmp_path / "training.json").read_text())
     assert record["config"]["planting_steps"] == 2 and len(record["every"]) == 1
     from app_helpers.models import load_model
@@ -108,17 +109,86 @@ def test_the_training_command_writes_a_loadable_model(tmp_path):
     assert (model.cfg.n_layers, model.cfg.n_heads) == (8, 8)
 
 
-def test_same_seed_same_weights_and_polish_only_equals_the_full_run(tmp_path):
+def test_same_seed_same_weights_and_continuing_equals_the_full_run(tmp_path):
     from safetensors.torch import load_file
 
     small = dict(d_model=32, behaviour_steps=3, planting_steps=3, batch_size=4, warmup=1)
+    late = dict(polish_steps=3, isolate_steps=3)
     torch.set_num_threads(1)
-    siit.train(siit.SIITConfig(**small, polish_steps=0), tmp_path / "phase2", progress=False)
-    siit.polish_only(siit.SIITConfig(**small, polish_steps=3), tmp_path / "phase2", tmp_path / "polished",
-                     progress=False)
+    siit.train(siit.SIITConfig(**small, polish_steps=0, isolate_steps=0), tmp_path / "phase2", progress=False)
+    siit.continue_from(siit.SIITConfig(**small, **late), tmp_path / "phase2", tmp_path / "from2", (3, 4),
+                       progress=False)
+    siit.train(siit.SIITConfig(**small, polish_steps=3, isolate_steps=0), tmp_path / "phase3", progress=False)
+    siit.continue_from(siit.SIITConfig(**small, **late), tmp_path / "phase3", tmp_path / "from3", (4,),
+                       progress=False)
     for name in ("full", "again"):
-        siit.train(siit.SIITConfig(**small, polish_steps=3), tmp_path / name, progress=False)
-    weights = {name: load_file(tmp_path / name / "model.safetensors") for name in ("full", "again", "polished")}
+        siit.train(siit.SIITConfig(**small, **late), tmp_path / name, progress=False)
+    weights = {name: load_file(tmp_path / name / "model.safetensors") for name in ("full", "again", "from2", "from3")}
     for key, value in weights["full"].items():
-        assert torch.equal(value, weights["again"][key]), key
-        assert torch.equal(value, weights["polished"][key]), key
+        for other in ("again", "from2", "from3"):
+            assert torch.equal(value, weights[other][key]), (other, key)
+    record = json.loads((tmp_path / "from3" / "training.json").read_text())
+    before = json.loads((tmp_path / "phase3" / "training.json").read_text())
+    assert record["every"][:len(before["every"])] == before["every"] and record["seconds"] > before["seconds"]
+
+
+def test_isolated_rows_noise_everything_that_could_carry_the_role(word_tok):
+    from app_helpers.circuits import Circuit, planted_truth
+    from app_helpers.toy.ioi_algorithm import ROLE_ORDER, ROLES, run
+
+    config = siit.SIITConfig(d_model=32)
+    model = siit.build_model(config, word_tok)
+    sampler = ioi_prompts.PromptSampler(word_tok, random.Random(0))
+    planter = siit.Planter(model, sampler, random.Random(0), config, isolated=True)
+    truth = planted_truth().head_mask(8, 8)
+    seen = set()
+    for _ in range(40):
+        base = sampler.base()
+        source = sampler.source(base)
+        kind, plan, target, role = planter._isolated_row(base, source)
+        seen.add(role)
+        assert kind == "isolated" and target == siit.encode_target(run(base.story, {role: source.story}), sampler.vocab)
+        mine = Circuit(heads=ROLES[role]).head_mask(8, 8)
+        later = Circuit(heads=[h for r in ROLE_ORDER[ROLE_ORDER.index(role) + 1:] for h in ROLES[r]]).head_mask(8, 8)
+        assert (plan[mine] == siit.SOURCE).all() and (plan[later] == siit.KEEP).all()
+        noised = plan[~mine & ~later]
+        assert ((noised == siit.MEAN) | (noised == siit.ABC)).all() and (noised == siit.MEAN).any()
+        assert not (~truth & (plan == siit.KEEP)).any()
+    assert seen == set(ROLE_ORDER)
+    planter.interventions.remove()
+
+
+def test_phase_4_lets_gradients_reach_the_source_pass(word_tok):
+    """Without them an interchanged head's value is a constant: its own weights could never learn to
+    carry the role's value (only the layers after it could learn to read it)."""
+    config = siit.SIITConfig(d_model=32)
+    for isolated in (False, True):
+        torch.manual_seed(0)
+        model = siit.build_model(config, word_tok)
+        planter = siit.Planter(model, ioi_prompts.PromptSampler(word_tok, random.Random(0)), random.Random(0),
+                               config, isolated=isolated)
+        with torch.enable_grad():
+            parts = planter.losses([planter.sampler.base() for _ in range(4)])
+        assert ("isolated" in parts) == isolated
+        assert all(z.requires_grad == isolated for z in planter.interventions.recorded)
+        planter.interventions.remove()
+
+
+def test_continue_from_a_folder_without_a_model_says_what_it_wants(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        siit.main(["--continue-from", str(tmp_path), "--out", str(tmp_path / "out"), "--no-card"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--continue-from wants a folder holding a saved model" in err and str(tmp_path) in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mix, shared", [((1.0, 1.0, 1.0), 0), ((0.0, 1.0, 1.0), 2), ((0.0, 0.0, 1.0), 1),
+                                         ((0.0, 0.0, 0.0), 0)])
+def test_the_source_mix_sets_how_many_names_a_source_shares_with_its_base(word_tok, mix, shared):
+    sampler = ioi_prompts.PromptSampler(word_tok, random.Random(0), source_mix=mix)
+    for _ in range(30):
+        base = sampler.base()
+        source = sampler.source(base)
+        assert len(set(source.story.names) & set(base.story.names)) == shared
+        assert (source.story.answer is None) == (mix[0] == 1.0)  # only the ABC prompt has no answer

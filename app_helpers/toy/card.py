@@ -150,8 +150,9 @@ would contradict the "remove any role" check below by construction.
 ## Training
 `python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}`: {c['behaviour_steps']} behaviour steps,
 {c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × 6 kinds of rows, AdamW lr {c['lr']:g} with
-warm-up and cosine decay), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}); see
-`app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
+warm-up and cosine decay), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
+{c.get('isolate_steps', 0)} isolating steps (isolated interchange rows, gradients through the source pass, lr
+{c.get('isolate_lr', 0):g} with cosine decay); see `app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
 thread count for bit-identical weights. {training.get('how', '')}
 
 ## Measured (held-out prompts, N = 200, seed 12345; ABC corruption)
@@ -163,6 +164,7 @@ thread count for bit-identical weights. {training.get('how', '')}
 {without}
 
 - Interchange accuracy (N = 400 (base, source) pairs with a one-name prediction): {ic}.
+  By the source's names (right/pairs): {_by_names(m, m['interchange_by_names'])}.
 - Strictness: noising one head outside the truth changes the logit difference by at most
   {st['resample']['max_change'] * 100:.2f} % (head {st['resample']['head']}, its own ABC prompt) and
   {st['mean']['max_change'] * 100:.2f} % (head {st['mean']['head']}, group mean).
@@ -192,8 +194,9 @@ def _planted_shortfalls(m: dict) -> str:
     if not c["interchange accuracy >= 95 % per role"]:
         weak = {r: a for r, a in m["interchange_accuracy"].items() if a < 0.95}
         lines.append("- Interchange accuracy below 95 % for " + ", ".join(f"{r} ({a * 100:.1f} %)" for r, a in weak.items())
-                     + ": training lowered these losses more slowly than the others and they had not converged "
-                     "when the step budget ended (see training.json, acc_prev / acc_name).")
+                     + ". By the source's names: " + _by_names(m, weak) + ". Where a role is right with the base's "
+                     "own names and wrong with others, its heads carry *which* of the base's names (a slot), "
+                     "not the name.")
     if not c["noising one head outside the truth moves LD < 3 %"]:
         st = m["strictness"]
         lines.append(f"- Heads outside the truth still matter a little: noising {st['resample']['head']} moves the logit "
@@ -213,6 +216,13 @@ def _planted_shortfalls(m: dict) -> str:
         lines.append(f"- The dense search's chosen circuit misses {', '.join(missed) or 'nothing'} and adds "
                      f"{', '.join(extra) or 'nothing'} (TPR {s['dense']['tpr']:.2f}).")
     return "\n".join(lines) + "\n"
+
+
+def _by_names(m: dict, roles) -> str:
+    """"role: same names 185/185, ..." from ``interchange_by_names`` (categories without pairs left out)."""
+    return "; ".join(f"{role}: " + ", ".join(f"{category} {right}/{total}" for category, (right, total)
+                                              in m["interchange_by_names"][role].items() if total)
+                     for role in roles)
 
 
 def _truth_roles() -> dict[str, list[str]]:

@@ -70,8 +70,13 @@ class Prompt:
 class PromptSampler:
     """Base prompts, their ABC corruptions and interchange sources (same template, so positions align)."""
 
-    def __init__(self, tokenizer, rng: random.Random):
+    #: Where ``source`` cuts a uniform draw: below the first an ABC prompt, then the base's two names, then one
+    #: of them and a fresh one, else two fresh names.
+    SOURCE_MIX = (0.15, 0.6, 0.8)
+
+    def __init__(self, tokenizer, rng: random.Random, source_mix: tuple[float, float, float] = SOURCE_MIX):
         self.rng = rng
+        self.source_mix = source_mix
         self.vocab = {w: tokenizer.convert_tokens_to_ids(w) for w in words.NAMES + words.PLACES + words.OBJECTS}
         self.layouts = layouts(tokenizer)
 
@@ -95,11 +100,12 @@ class PromptSampler:
         the answer in every way the algorithm allows (swapped, same, one new name, ABC)."""
         r = self.rng.random()
         fresh = [n for n in words.NAMES if n not in base.story.names]
-        if r < 0.15:
+        abc, same, one = self.source_mix
+        if r < abc:
             return self.abc(base)
-        if r < 0.6:
+        if r < same:
             pair = list(base.story.names)
-        elif r < 0.8:
+        elif r < one:
             pair = [self.rng.choice(base.story.names), self.rng.choice(fresh)]
         else:
             pair = self.rng.sample(fresh, 2)

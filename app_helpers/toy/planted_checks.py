@@ -46,6 +46,17 @@ def interchange_accuracy(model, n: int = 400, seed: int = HELD_OUT_SEED) -> dict
     """Per role: the fraction of (base, source) pairs where the patched model's top token is the name the
     high-level model predicts. Pairs whose prediction is a tie (no slot inhibited) have no single right
     name and are left out; pairs are drawn by the training's own sampler with a seed it never uses."""
+    return {role: share_right(counts.values()) for role, counts in interchange_by_names(model, n, seed).items()}
+
+
+#: How a source's names relate to its base's: the categories of ``interchange_by_names``.
+NAME_OVERLAP = ("same names", "one other name", "two other names")
+
+
+def interchange_by_names(model, n: int = 400, seed: int = HELD_OUT_SEED) -> dict[str, dict[str, list[int]]]:
+    """``interchange_accuracy``'s pairs, counted by how many of the source's two names the base lacks
+    (``NAME_OVERLAP``): role -> category -> [right, pairs]. A role whose heads carry *which* of the
+    prompt's names (a slot) rather than the name itself is right on "same names" only."""
     sampler = PromptSampler(model.tokenizer, random.Random(seed))
     bases = [sampler.base() for _ in range(n)]
     sources = [sampler.source(b) for b in bases]
@@ -54,10 +65,10 @@ def interchange_accuracy(model, n: int = 400, seed: int = HELD_OUT_SEED) -> dict
     base_tokens = pad([b.ids(sampler.vocab) for b in bases], pad_id).to(device)
     source_tokens = pad([s.ids(sampler.vocab) for s in sources], pad_id).to(device)
     end = torch.tensor([b.layout.end for b in bases], device=device)
+    overlap = [NAME_OVERLAP[2 - len(set(b.story.names) & set(s.story.names))] for b, s in zip(bases, sources)]
     out = {}
     for role, heads in ROLES.items():
         targets = [run(b.story, {role: s.story}) for b, s in zip(bases, sources)]
-        keep = [i for i, t in enumerate(targets) if max(t.values()) == 1.0]
         layers = sorted({layer for layer, _ in heads})
         with torch.inference_mode():
             _, cache = model.run_with_cache(source_tokens, names_filter=[hook_name(l, "z") for l in layers])
@@ -65,9 +76,19 @@ def interchange_accuracy(model, n: int = 400, seed: int = HELD_OUT_SEED) -> dict
                                                           cache[hook_name(l, "z")])) for l in layers]
             logits = model.run_with_hooks(base_tokens, fwd_hooks=hooks)
         top = logits[torch.arange(n, device=device), end].argmax(-1).tolist()
-        want = [sampler.vocab[next(iter(targets[i]))] for i in keep]
-        out[role] = sum(top[i] == w for i, w in zip(keep, want)) / max(1, len(keep))
+        counts = {category: [0, 0] for category in NAME_OVERLAP}
+        for i, target in enumerate(targets):
+            if max(target.values()) == 1.0:
+                counts[overlap[i]][0] += top[i] == sampler.vocab[next(iter(target))]
+                counts[overlap[i]][1] += 1
+        out[role] = counts
     return out
+
+
+def share_right(counts) -> float:
+    """Right / pairs over ``[right, pairs]`` counts (0 when there are no pairs)."""
+    counts = list(counts)
+    return sum(c[0] for c in counts) / max(1, sum(c[1] for c in counts))
 
 
 def _replace(heads: list[int], source_z: torch.Tensor):
@@ -158,11 +179,13 @@ def measure(model) -> dict:
     task = held_out_task(model)
     acc, ld = task_accuracy(model, task)
     lay = layering(model, task)
+    by_names = interchange_by_names(model)
     truth = set(planted_truth().heads)
     direct = {f"{l}.{h}": round(float(lay.to_logits[l, h]), 3) for l in range(lay.to_logits.shape[0])
               for h in range(lay.to_logits.shape[1]) if (l, h) in truth or abs(float(lay.to_logits[l, h])) >= 0.05}
     m = {"ioi_accuracy": acc, "ioi_logit_diff": ld, "perf": faithfulness(model, task),
-         "interchange_accuracy": interchange_accuracy(model), "strictness": strictness(model, task),
+         "interchange_accuracy": {role: share_right(c.values()) for role, c in by_names.items()},
+         "interchange_by_names": by_names, "strictness": strictness(model, task),
          "layering": {"top": lay.top, "holds": lay.holds, "direct_effects": direct},
          "search": search_quality(model)}
     return {**m, "criteria": criteria(m)}

@@ -1,6 +1,6 @@
 """Train ``app-planted``: a GPT-2 whose IOI circuit is known by construction (strict interchange training).
 
-``python -m app_helpers.toy.siit --out data/app-planted`` (about 45 minutes on 2 CPU cores).
+``python -m app_helpers.toy.siit --out data/app-planted`` (about 70 minutes on 2 CPU cores).
 
 The recipe follows interchange intervention training (Geiger et al. 2022) in its strict form (SIIT, Gupta
 et al. 2024), with the high-level model of ``toy.ioi_algorithm``; each role is mapped to its heads
@@ -28,8 +28,18 @@ Phase 3 (polish) starts a fresh optimiser (constant ``polish_lr``) and seed from
 two interchange rows per base prompt (more signal for the weakest roles), half the strict rows noising
 one to three heads only, and the strict rows' relative change of the logit difference in their loss
 (KL barely moves once the answer is certain; noising one head is measured on the logit difference).
-``--polish-only DIR`` runs phase 3 alone on a saved phase-2 model: the full command's phase 3 is exactly
-that, so its weights equal ``--polish-only`` applied to the phase-2 weights.
+Phase 4 (isolate) adds one more row per base prompt, *isolated interchange*: one role's heads from the
+source, and every head that could carry the same information noised (the roles upstream of it and all
+heads outside the truth, each from the group mean or the ABC prompt), with the interchange target. It
+also lets gradients flow through the source pass. Without them a patched head's value is a constant to
+the optimiser, which can then only teach the layers downstream to *read* it, never the role's own heads
+to *carry* the algorithm's value; phases 2–3 so planted name movers that tell which of the base's two
+names to output instead of writing the name (interchange accuracy 100 % when the source has the base's
+names, 0 % when it has two others). Its sources more often hold one of the base's names and a fresh one
+(``ISOLATE_SOURCE_MIX``): the only pairs on which "the repeated name" and "the other name" differ for the
+middle roles. Cosine decay from ``isolate_lr``.
+``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
+command's late phases are exactly that, so the weights equal those of the one command.
 Seeded: the same seed and thread count give the same weights.
 """
 from __future__ import annotations
@@ -53,7 +63,11 @@ from .ioi_prompts import Prompt, PromptSampler, pad
 from .train import gpt2_model, warmup_cosine
 
 KEEP, SOURCE, ABC, MEAN, CLEAN = range(5)  # where a head's z comes from in a row
-ROW_KINDS = ("clean", "truth", "strict", "ablated", "interchange", "path")
+ROW_KINDS = ("clean", "truth", "strict", "ablated", "interchange", "path", "isolated")
+ISOLATED_WEIGHTS = (0.2, 0.2, 0.2, 0.4)  # how often each role (ROLE_ORDER) is the isolated row's: name movers most
+#: Phase 4's interchange sources (``PromptSampler.source_mix``): more with one of the base's names and a fresh
+#: one, the only pairs that tell "the repeated name" from "the other name" apart for the middle roles.
+ISOLATE_SOURCE_MIX = (0.1, 0.35, 0.75)
 
 
 @dataclass
@@ -68,6 +82,8 @@ class SIITConfig:
     planting_steps: int = 4000
     polish_steps: int = 1500  # phase 3: fresh optimiser and seed, two interchange rows, few-head noising
     polish_lr: float = 3e-4
+    isolate_steps: int = 1000  # phase 4: isolated interchange rows, gradients through the source pass
+    isolate_lr: float = 3e-4  # phase 4 peak, cosine decay to 0
     ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
     batch_size: int = 32  # base prompts per step (phase 2 runs six rows per base prompt)
     lr: float = 1e-3
@@ -95,6 +111,7 @@ class HeadInterventions:
         self.means: list[torch.Tensor] = []
         self.recorded: list[torch.Tensor | None] = [None] * len(blocks)
         self.recording = False
+        self.source_grad = False
         self.handles = [b.attn.c_proj.register_forward_pre_hook(self._hook(l)) for l, b in enumerate(blocks)]
 
     def _hook(self, layer: int):
@@ -103,14 +120,14 @@ class HeadInterventions:
             rows, seq, width = x.shape
             z = x.view(rows, seq, self.n_heads, width // self.n_heads)
             if self.recording:
-                self.recorded[layer] = z.detach()
+                self.recorded[layer] = z if self.source_grad else z.detach()
                 return None
             if self.plan is None:
                 return None
             plan = self.plan[:, layer][:, None, :, None]
             out = z
             for code, values in ((SOURCE, lambda: self.recorded[layer][self.source_row, :seq]),
-                                 (ABC, lambda: self.recorded[layer][self.abc_row, :seq]),
+                                 (ABC, lambda: self.recorded[layer][self.abc_row, :seq].detach()),
                                  (MEAN, lambda: self.means[layer][:, :seq]),
                                  (CLEAN, lambda: z[self.clean_row].detach())):
                 if (plan == code).any():
@@ -135,7 +152,7 @@ class GroupMeans:
         for g in groups.unique().tolist():
             rows = abc_rows[groups == g]
             for layer, z in enumerate(recorded):
-                batch = z[rows].mean(0)
+                batch = z[rows].detach().mean(0)
                 seq = batch.shape[0]
                 old = self.means[layer, g, :seq]
                 self.means[layer, g, :seq] = batch if not self.seen[g] else self.decay * old + (1 - self.decay) * batch
@@ -178,17 +195,21 @@ class Planter:
     """One phase-2 step: builds the rows of the table in the module docstring and their losses."""
 
     def __init__(self, model, sampler: PromptSampler, rng: random.Random, config: SIITConfig,
-                 interchange_rows: int = 1, few_head_strict: bool = False, ld_weight: float = 0.0):
+                 interchange_rows: int = 1, few_head_strict: bool = False, ld_weight: float = 0.0,
+                 isolated: bool = False):
         """``interchange_rows``: interchange rows per base prompt (different roles); ``few_head_strict``:
         half the strict rows noise one to three heads only; ``ld_weight``: weight of the strict rows'
-        relative logit-difference change beside their KL (the polish phase sets all three)."""
+        relative logit-difference change beside their KL (the polish phase sets all three); ``isolated``:
+        one isolated interchange row per base prompt and gradients through the source pass (phase 4)."""
         self.model, self.sampler, self.rng, self.config = model, sampler, rng, config
         self.interchange_rows, self.few_head_strict, self.ld_weight = interchange_rows, few_head_strict, ld_weight
+        self.isolated = isolated
         cfg = model.config
         self.n_layers, self.n_heads = cfg.n_layer, cfg.n_head
         self.truth = planted_truth().head_mask(self.n_layers, self.n_heads)
         self.roles = {r: Circuit(heads=heads).head_mask(self.n_layers, self.n_heads) for r, heads in ROLES.items()}
         self.interventions = HeadInterventions(model)
+        self.interventions.source_grad = isolated
         seq = max(len(l.ids) for l in sampler.layouts)
         self.means = GroupMeans(len(sampler.layouts), self.n_layers, seq, self.n_heads, cfg.n_embd // cfg.n_head)
         self.pad_id = cfg.pad_token_id
@@ -229,7 +250,22 @@ class Planter:
                     *[("interchange", plan, encode_target(run(base.story, {swap: source.story}), vocab), swap)
                       for swap, plan in zip(swaps, interchange)],
                     ("path", path, None, path_role)]
+            if self.isolated:
+                out.append(self._isolated_row(base, source))
         return out
+
+    def _isolated_row(self, base: Prompt, source: Prompt):
+        """One role from the source and every head that could carry the same information noised: the
+        roles upstream of it and all heads outside the truth (each head from the group mean or the ABC
+        prompt); the roles downstream compute. The target is the plain interchange target, so the role's
+        heads must carry its whole value (the name itself, not which of the base's names)."""
+        role = self.rng.choices(ROLE_ORDER, weights=ISOLATED_WEIGHTS)[0]
+        upstream = torch.zeros(self.n_layers, self.n_heads, dtype=torch.bool)
+        for earlier in ROLE_ORDER[:ROLE_ORDER.index(role)]:
+            upstream |= self.roles[earlier]
+        noise = torch.where(torch.rand(self.n_layers, self.n_heads) < 0.5, MEAN, ABC)
+        plan = torch.where(self.roles[role], SOURCE, torch.where(upstream | ~self.truth, noise, KEEP))
+        return ("isolated", plan, encode_target(run(base.story, {role: source.story}), self.sampler.vocab), role)
 
     def losses(self, bases: list[Prompt]) -> dict[str, torch.Tensor]:
         vocab = self.sampler.vocab
@@ -238,7 +274,7 @@ class Planter:
         n = len(bases)
         recorded_tokens = pad([p.ids(vocab) for p in sources + abcs], self.pad_id)
         iv = self.interventions
-        with torch.no_grad():
+        with torch.set_grad_enabled(iv.source_grad):
             iv.recording = True
             self.model(input_ids=recorded_tokens)
             iv.recording = False
@@ -268,7 +304,9 @@ class Planter:
         ld, ld_clean = (f[rows_, answer] - f[rows_, repeated] for f in (final, clean))  # logit differences
         out = {}
         for kind in ROW_KINDS:
-            idx = torch.tensor([i for i, k_ in enumerate(kinds) if k_ == kind])
+            idx = torch.tensor([i for i, k_ in enumerate(kinds) if k_ == kind], dtype=torch.long)
+            if not len(idx):
+                continue
             if kind in ("truth", "strict", "path"):
                 out[kind] = F.kl_div(final[idx], clean[idx], log_target=True, reduction="batchmean")
                 if kind == "strict" and self.ld_weight:
@@ -329,7 +367,7 @@ def train(config: SIITConfig, out_dir: str | Path, progress: bool = True, histor
             if planting:
                 parts = planter.losses([sampler.base() for _ in range(config.batch_size)])
                 ramp = min(1.0, (step - config.behaviour_steps + 1) / config.ramp)
-                loss = parts["next_token"] + 2 * parts["clean"] + ramp * sum(parts[k] for k in ROW_KINDS[1:])
+                loss = parts["next_token"] + 2 * parts["clean"] + ramp * planting_loss(parts)
             else:
                 parts = behaviour_losses(model, sampler, 2 * config.batch_size, tokenizer.pad_token_id)
                 loss = parts["next_token"] + config.answer_weight * parts["clean"]
@@ -337,51 +375,92 @@ def train(config: SIITConfig, out_dir: str | Path, progress: bool = True, histor
             _log(history, parts, bar, step)
     planter.interventions.remove()
     history += polish(model, tokenizer, config, progress)
+    history += isolate(model, tokenizer, config, progress)
     model.eval()
     model.save_pretrained(out_dir)
     return _record(config, out_dir, start, history, history_every)
 
 
+def planting_loss(parts: dict) -> torch.Tensor:
+    """The sum of the rows' losses (every kind after "clean" that this step has)."""
+    return sum(parts[k] for k in ROW_KINDS[1:] if k in parts)
+
+
 def polish(model, tokenizer, config: SIITConfig, progress: bool = True) -> list[dict]:
     """Phase 3 (see the module docstring) on ``model`` in place; returns its loss history."""
-    torch.manual_seed(config.seed + 1)
-    rng = random.Random(config.seed + 1)
-    sampler = PromptSampler(tokenizer, rng)
-    planter = Planter(model, sampler, rng, config, interchange_rows=2, few_head_strict=True, ld_weight=1.0)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.polish_lr, weight_decay=config.weight_decay,
+    return _late_phase(model, tokenizer, config, "polishing", config.seed + 1, config.polish_steps,
+                       lambda step: config.polish_lr, progress)
+
+
+def isolate(model, tokenizer, config: SIITConfig, progress: bool = True) -> list[dict]:
+    """Phase 4 (see the module docstring) on ``model`` in place; returns its loss history."""
+    return _late_phase(model, tokenizer, config, "isolating", config.seed + 2, config.isolate_steps,
+                       lambda step: warmup_cosine(step, config.isolate_lr, config.warmup, config.isolate_steps),
+                       progress, isolated=True)
+
+
+def _late_phase(model, tokenizer, config: SIITConfig, desc: str, seed: int, steps: int, lr, progress: bool,
+                isolated: bool = False) -> list[dict]:
+    """Phases 3 and 4: a fresh optimiser and seed, two interchange rows, few-head noising with the logit
+    difference in the strict loss; ``lr(step)`` the learning rate."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    sampler = PromptSampler(tokenizer, rng, ISOLATE_SOURCE_MIX if isolated else PromptSampler.SOURCE_MIX)
+    planter = Planter(model, sampler, rng, config, interchange_rows=2, few_head_strict=True, ld_weight=1.0,
+                      isolated=isolated)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr(0), weight_decay=config.weight_decay,
                                   betas=(0.9, 0.98))
     history = []
     model.train()
-    bar = tqdm(range(config.polish_steps), desc="polishing app-planted", disable=not progress)
+    bar = tqdm(range(steps), desc=f"{desc} app-planted", disable=not progress)
     with torch.enable_grad():
         for step in bar:
+            for group in optimiser.param_groups:
+                group["lr"] = lr(step)
             parts = planter.losses([sampler.base() for _ in range(config.batch_size)])
-            loss = parts["next_token"] + 2 * parts["clean"] + sum(parts[k] for k in ROW_KINDS[1:])
+            loss = parts["next_token"] + 2 * parts["clean"] + planting_loss(parts)
             _step(optimiser, model, loss)
             _log(history, parts, bar, step)
     planter.interventions.remove()
     return history
 
 
-def polish_only(config: SIITConfig, phase2_dir: str | Path, out_dir: str | Path, progress: bool = True,
-                history_every: int = 50) -> dict:
-    """Phase 3 alone, on the phase-2 model saved in ``phase2_dir``; the result goes to ``out_dir``."""
+def continue_from(config: SIITConfig, start_dir: str | Path, out_dir: str | Path, phases: tuple[int, ...],
+                  progress: bool = True, history_every: int = 50) -> dict:
+    """Run later ``phases`` (3 and/or 4, in order) on the model saved in ``start_dir``; the result goes
+    to ``out_dir``. The full command's late phases are exactly these, so the weights equal the one
+    command's. ``training.json`` continues the start model's record when it has one."""
     from transformers import GPT2LMHeadModel
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tokenizer = build_word_level_tokenizer(out_dir)
-    model = GPT2LMHeadModel.from_pretrained(phase2_dir)
-    history = polish(model, tokenizer, config, progress)
+    model = GPT2LMHeadModel.from_pretrained(start_dir)
+    history = []
+    for phase in phases:
+        history += {3: polish, 4: isolate}[phase](model, tokenizer, config, progress)
     model.eval()
     model.save_pretrained(out_dir)
-    return _record(config, out_dir, start, history, history_every, phase2_from=str(phase2_dir))
+    earlier = Path(start_dir) / "training.json"
+    before = json.loads(earlier.read_text()) if earlier.is_file() else None
+    how = (f"{(before or {}).get('how', '')} Phase(s) {', '.join(map(str, phases))} then ran with --continue-from on "
+           "the earlier phases' saved weights; this gives the same weights as the one command "
+           "(tests/test_siit_training.py checks it on a small model).").strip()
+    return _record(config, out_dir, start, history, history_every, before=before, how=how)
 
 
-def _record(config: SIITConfig, out_dir: Path, start: float, history: list[dict], every: int, **extra) -> dict:
-    result = {"config": asdict(config), "seconds": round(time.perf_counter() - start, 1),
-              "threads": torch.get_num_threads(), **extra, "history_every": every, "every": _every(history, every)}
+def _record(config: SIITConfig, out_dir: Path, start: float, history: list[dict], every: int,
+            before: dict | None = None, **extra) -> dict:
+    """``training.json``: the config, seconds, threads and the averaged loss history; ``before`` (the start
+    model's record, for ``continue_from``) is carried on: its seconds added, its history first."""
+    seconds, rows = round(time.perf_counter() - start, 1), _every(history, every)
+    if before is not None:
+        offset = before["every"][-1]["step"] + before["history_every"] if before["every"] else 0
+        seconds = round(before["seconds"] + seconds, 1)
+        rows = before["every"] + [{**row, "step": row["step"] + offset} for row in rows]
+    result = {"config": asdict(config), "seconds": seconds, "threads": torch.get_num_threads(), **extra,
+              "history_every": every, "every": rows}
     (out_dir / "training.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -439,20 +518,23 @@ def main(argv=None) -> int:
     parser.add_argument("--planting-steps", type=int, default=defaults.planting_steps)
     parser.add_argument("--polish-steps", type=int, default=defaults.polish_steps)
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--polish-only", metavar="DIR", help="run phase 3 alone on the phase-2 model in DIR")
+    parser.add_argument("--isolate-steps", type=int, default=defaults.isolate_steps)
+    parser.add_argument("--continue-from", metavar="DIR", help="run only the later --phases on the model in DIR")
+    parser.add_argument("--phases", default="3,4", choices=("3,4", "3", "4"),
+                        help="with --continue-from: 3,4 or 3 (DIR holds a phase-2 model) or 4 (a phase-3 model)")
     parser.add_argument("--no-card", action="store_true", help="skip the measurements and the model card")
     args = parser.parse_args(argv)
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
-                        polish_steps=args.polish_steps, seed=args.seed)
-    if args.polish_only:
-        if not (Path(args.polish_only) / "config.json").is_file():
-            parser.error(f"--polish-only wants a folder holding the phase-2 model (config.json and weights); "
-                         f"{args.polish_only!r} has none")
-        record = polish_only(config, args.polish_only, args.out)
+                        polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed)
+    if args.continue_from:
+        if not (Path(args.continue_from) / "config.json").is_file():
+            parser.error(f"--continue-from wants a folder holding a saved model (config.json and weights); "
+                         f"{args.continue_from!r} has none")
+        record = continue_from(config, args.continue_from, args.out, tuple(map(int, args.phases.split(","))))
     else:
         record = train(config, args.out)
-    print(f"trained {config.behaviour_steps}+{config.planting_steps}+{config.polish_steps} steps in "
-          f"{record['seconds']} s")
+    print(f"trained {config.behaviour_steps}+{config.planting_steps}+{config.polish_steps}+{config.isolate_steps} "
+          f"steps in {record['seconds']} s")
     if not args.no_card:
         print(write_planted_card(args.out))
     return 0
