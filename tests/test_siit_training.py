@@ -192,3 +192,10 @@ def test_the_source_mix_sets_how_many_names_a_source_shares_with_its_base(word_t
         source = sampler.source(base)
         assert len(set(source.story.names) & set(base.story.names)) == shared
         assert (source.story.answer is None) == (mix[0] == 1.0)  # only the ABC prompt has no answer
+
+
+@pytest.mark.parametrize("phases", [(), (5,), (4, 3), (3, 3), "34"])
+def test_continue_from_refuses_phases_it_does_not_have(tmp_path, phases):
+    with pytest.raises(ValueError, match=r"phases are the late phases to run, in order: \(3,\), \(4,\) or \(3, 4\)"):
+        siit.continue_from(siit.SIITConfig(), tmp_path / "nowhere", tmp_path / "out", phases, progress=False)
+    assert not (tmp_path / "out").exists()

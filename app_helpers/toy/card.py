@@ -151,8 +151,8 @@ would contradict the "remove any role" check below by construction.
 `python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}`: {c['behaviour_steps']} behaviour steps,
 {c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × 6 kinds of rows, AdamW lr {c['lr']:g} with
 warm-up and cosine decay), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
-{c.get('isolate_steps', 0)} isolating steps (isolated interchange rows, gradients through the source pass, lr
-{c.get('isolate_lr', 0):g} with cosine decay); see `app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
+{c['isolate_steps']} isolating steps (isolated interchange rows, gradients through the source pass, lr
+{c['isolate_lr']:g} with cosine decay); see `app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
 thread count for bit-identical weights. {training.get('how', '')}
 
 ## Measured (held-out prompts, N = 200, seed 12345; ABC corruption)

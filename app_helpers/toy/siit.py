@@ -432,6 +432,8 @@ def continue_from(config: SIITConfig, start_dir: str | Path, out_dir: str | Path
     command's. ``training.json`` continues the start model's record when it has one."""
     from transformers import GPT2LMHeadModel
 
+    if not phases or tuple(phases) not in ((3,), (4,), (3, 4)):
+        raise ValueError(f"phases are the late phases to run, in order: (3,), (4,) or (3, 4); got {phases!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
