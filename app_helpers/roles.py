@@ -11,7 +11,8 @@ The signatures describe a *mechanism*. A model that computes the same algorithm 
 other tokens, information at other positions) can do the task and still carry none of them; the labels
 then say so, and that is a finding about the model, not a fault of the labeller. The bundled app-planted is
 such a model: its roles were planted by interchange training on head outputs, not on attention, and only its
-name movers show Wang et al.'s signature (tests/test_roles.py measures this).
+name movers show Wang et al.'s signature (tests/test_roles.py measures this; ``toy.siit`` can plant the
+signatures too, at a measured cost in interchange accuracy).
 """
 from __future__ import annotations
 

@@ -146,3 +146,22 @@ def test_the_search_finds_the_truth(search):
 
 def test_app_pays_for_its_pruning(search):
     assert search["speedup_gflops_incl_pruning"] >= 1.5, search
+
+
+def test_the_card_says_which_phase_4_losses_were_used(tmp_path):
+    """Rendered from the shipped records as they are, then as if phase 4 had planted the signatures."""
+    from app_helpers.toy.card import render_planted_card
+
+    measured = json.loads((MODEL_DIR / "measurements.json").read_text())
+    training = json.loads((MODEL_DIR / "training.json").read_text())
+    (tmp_path / "measurements.json").write_text(json.dumps(measured))
+    (tmp_path / "training.json").write_text(json.dumps(training))
+    card = render_planted_card(tmp_path)
+    r = measured["role_recovery"]
+    assert f"{r['recovered']}/{r['total']} truth heads get their planted role" in card
+    assert all(f"{head} ({role}; labelled {label or 'nothing'})" in card for head, (role, label) in r["missed"].items())
+    assert "signatures planted" not in card
+    training["config"].update(attention_weight=3.0, direct_weight=10.0)
+    (tmp_path / "training.json").write_text(json.dumps(training))
+    card = render_planted_card(tmp_path)
+    assert "signatures planted" in card and "weight 3," in card and "weight 10)" in card

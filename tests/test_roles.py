@@ -257,6 +257,20 @@ def test_planted_circuit_heads_are_the_name_copiers(planted):
     assert copies[~truth].float().mean() <= 0.2
 
 
+def test_the_model_card_reports_this_recovery(planted):
+    """data/app-planted/README.md quotes planted_checks.role_recovery: the same labels on the same prompts."""
+    import json
+
+    from app_helpers.identities import head_name
+    from app_helpers.models import BUNDLED_MODELS
+
+    _, _, result = planted
+    found = roles.recovery(result, planted_truth())
+    card = json.loads((BUNDLED_MODELS["app-planted"] / "measurements.json").read_text())["role_recovery"]
+    assert (card["recovered"], card["total"]) == (len(found.recovered), found.total)
+    assert card["missed"] == {head_name(h): list(v) for h, v in sorted(found.missed.items())}
+
+
 @pytest.mark.xfail(strict=True, reason="measured on the shipped app-planted: only its name movers carry Wang et "
                    "al.'s signatures. Its previous-token, induction and S-inhibition heads show no previous-token, "
                    "induction or duplicate attention on the IOI positions (most attend from S2 to S2 itself and "

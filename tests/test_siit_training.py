@@ -70,7 +70,7 @@ def test_interventions_replace_exactly_the_planned_heads(word_tok):
 
 def test_planting_steps_lower_the_behaviour_interchange_strict_and_isolated_losses(word_tok):
     torch.manual_seed(0)
-    config = siit.SIITConfig(d_model=32)
+    config = siit.SIITConfig(d_model=32, attention_weight=1.0, direct_weight=1.0)
     model = siit.build_model(config, word_tok)
     with torch.no_grad():  # make every head matter, as in a trained model, so strictness has something to fix
         for block in model.transformer.h:
@@ -89,12 +89,13 @@ def test_planting_steps_lower_the_behaviour_interchange_strict_and_isolated_loss
     with torch.enable_grad():
         for step in range(25):
             parts = losses(step)
-            loss = parts["next_token"] + parts["clean"] + siit.planting_loss(parts)
+            loss = parts["next_token"] + parts["clean"] + siit.planting_loss(parts) + parts["attention"] + \
+                parts["direct"]
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
     after = {k: float(v) for k, v in losses(123).items() if k != "accuracy"}
-    for name in ("clean", "interchange", "strict", "isolated"):
+    for name in ("clean", "interchange", "strict", "isolated", "attention", "direct"):
         assert after[name] < before[name], (name, before, after)
 
 
@@ -132,6 +133,64 @@ def test_same_seed_same_weights_and_continuing_equals_the_full_run(tmp_path):
     assert record["every"][:len(before["every"])] == before["every"] and record["seconds"] > before["seconds"]
 
 
+def test_attention_targets_are_wang_et_al_s_positions(sampler):
+    for _ in range(20):
+        prompt = sampler.base()
+        ids, vocab, story = prompt.ids(sampler.vocab), sampler.vocab, prompt.story
+        queries, keys = siit.attention_positions(prompt, "previous token")
+        assert queries == list(range(1, prompt.layout.end + 1)) and keys == [q - 1 for q in queries]
+        (q,), (k,) = siit.attention_positions(prompt, "induction")
+        assert q == prompt.layout.s2 and ids[k - 1] == vocab[story.repeated] and k - 1 in prompt.layout.slots
+        (q,), (k,) = siit.attention_positions(prompt, "s-inhibition")
+        assert q == prompt.layout.end and k == prompt.layout.s2
+        (q,), (k,) = siit.attention_positions(prompt, "name mover")
+        assert q == prompt.layout.end and ids[k] == vocab[story.answer] and k in prompt.layout.slots
+
+
+def test_direct_loss_is_zero_only_when_name_movers_alone_write_the_answer():
+    from app_helpers.toy.ioi_algorithm import ROLES
+
+    effects = torch.zeros(4, 8, 8)
+    assert float(siit.direct_loss(effects)) == pytest.approx(siit.MOVER_DIRECT_MIN)  # the movers are silent
+    for layer, head in ROLES["name mover"]:
+        effects[:, layer, head] = 2 * siit.MOVER_DIRECT_MIN
+    effects[:, 0, 0] = 5.0  # outside the truth: not this loss's business (the strict rows see to it)
+    assert float(siit.direct_loss(effects)) == 0.0
+    layer, head = ROLES["s-inhibition"][0]
+    effects[:2, layer, head], effects[2:, layer, head] = 0.7, -0.7  # cancels on average, still written
+    others = sum(len(heads) for role, heads in ROLES.items() if role != "name mover")
+    assert float(siit.direct_loss(effects)) == pytest.approx(0.7 / others)
+
+
+def test_head_taps_agree_with_the_models_attention_and_the_kits_direct_logit_attribution(word_tok, tmp_path):
+    """The signature losses train exactly what roles.label_heads measures: the eager kernel's attention
+    weights, and attribution.direct_logit_attribution on the same model loaded into the kit."""
+    from transformers import GPT2LMHeadModel
+
+    from app_helpers.attribution import direct_logit_attribution
+    from app_helpers.models import load_model
+    from app_helpers.wordlevel import build_word_level_tokenizer
+
+    torch.manual_seed(0)
+    siit.build_model(siit.SIITConfig(n_layers=2, n_heads=4, d_model=32), word_tok).save_pretrained(tmp_path)
+    build_word_level_tokenizer(tmp_path)
+    model = GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    task = make_task("ioi", word_tok, n=6, seed=1)
+    taps = siit.HeadTaps(model, [(0, 1), (1, 3)])
+    taps.rows = torch.arange(2, 6)
+    with torch.no_grad():
+        out = model(input_ids=task.clean_tokens, output_attentions=True)
+        for (layer, head), pattern in taps.patterns.items():
+            torch.testing.assert_close(pattern, out.attentions[layer][2:, head], rtol=0, atol=1e-6)
+        rows = torch.arange(2, 6)
+        end, right, wrong = task.end_pos[rows], task.correct[rows], task.wrong[rows]
+        effects = siit.direct_effects(model, taps, end, right, wrong)  # [4, L, H]
+        ld = out.logits[rows, end, right] - out.logits[rows, end, wrong]
+    taps.remove()
+    kit = direct_logit_attribution(load_model(str(tmp_path), verbose=False), task, per_prompt=True)[..., 2:]
+    torch.testing.assert_close(effects * ld.clamp(min=1.0)[:, None, None], kit.permute(2, 0, 1), rtol=1e-4, atol=1e-5)
+
+
 def test_isolated_rows_noise_everything_that_could_carry_the_role(word_tok):
     from app_helpers.circuits import Circuit, planted_truth
     from app_helpers.toy.ioi_algorithm import ROLE_ORDER, ROLES, run
@@ -155,7 +214,7 @@ def test_isolated_rows_noise_everything_that_could_carry_the_role(word_tok):
         assert ((noised == siit.MEAN) | (noised == siit.ABC)).all() and (noised == siit.MEAN).any()
         assert not (~truth & (plan == siit.KEEP)).any()
     assert seen == set(ROLE_ORDER)
-    planter.interventions.remove()
+    planter.remove_hooks()
 
 
 def test_phase_4_lets_gradients_reach_the_source_pass(word_tok):
@@ -171,7 +230,7 @@ def test_phase_4_lets_gradients_reach_the_source_pass(word_tok):
             parts = planter.losses([planter.sampler.base() for _ in range(4)])
         assert ("isolated" in parts) == isolated
         assert all(z.requires_grad == isolated for z in planter.interventions.recorded)
-        planter.interventions.remove()
+        planter.remove_hooks()
 
 
 def test_continue_from_a_folder_without_a_model_says_what_it_wants(tmp_path, capsys):

@@ -152,7 +152,7 @@ would contradict the "remove any role" check below by construction.
 {c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × 6 kinds of rows, AdamW lr {c['lr']:g} with
 warm-up and cosine decay), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
 {c['isolate_steps']} isolating steps (isolated interchange rows, gradients through the source pass, lr
-{c['isolate_lr']:g} with cosine decay); see `app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
+{c['isolate_lr']:g} with cosine decay{_signatures(c)}); see `app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
 thread count for bit-identical weights. {training.get('how', '')}
 
 ## Measured (held-out prompts, N = 200, seed 12345; ABC corruption)
@@ -170,6 +170,7 @@ thread count for bit-identical weights. {training.get('how', '')}
   {st['mean']['max_change'] * 100:.2f} % (head {st['mean']['head']}, group mean).
 - Path patching sees the layers (the role upstream is the top-k senders into the next role's input):
 {lay}
+- Roles from Wang et al.'s signatures alone (`roles.label_heads`, n = 50, seed 0): {_recovery(m['role_recovery'])}.
 - Search (N = 100, the paper's 4 × 4 grid): dense grid {s['dense_distinct_circuits']} distinct circuits, chosen
   {len(s['dense']['heads'])} heads (TPR {s['dense']['tpr']:.2f}, precision {s['dense']['precision']:.2f}, Perf
   {s['dense']['perf']:.1f}); APP on {s['search_space']} heads: {len(s['app']['heads'])} heads (TPR {s['app']['tpr']:.2f},
@@ -216,6 +217,21 @@ def _planted_shortfalls(m: dict) -> str:
         lines.append(f"- The dense search's chosen circuit misses {', '.join(missed) or 'nothing'} and adds "
                      f"{', '.join(extra) or 'nothing'} (TPR {s['dense']['tpr']:.2f}).")
     return "\n".join(lines) + "\n"
+
+
+def _signatures(c: dict) -> str:
+    """The phase-4 signature losses, when the recipe used them (records before them have no weights)."""
+    a, d = c.get("attention_weight", 0), c.get("direct_weight", 0)
+    if not (a or d):
+        return ""
+    return (f", and Wang et al.'s signatures planted: each role's attention on its positions, weight {a:g}, and "
+            f"direct effects on the logits for the name movers only, weight {d:g}")
+
+
+def _recovery(r: dict) -> str:
+    """"7/10 truth heads get their planted role; missed: 4.1 (s-inhibition; labelled nothing), ..."."""
+    missed = ", ".join(f"{h} ({role}; labelled {label or 'nothing'})" for h, (role, label) in r["missed"].items())
+    return f"{r['recovered']}/{r['total']} truth heads get their planted role" + (f"; missed {missed}" if missed else "")
 
 
 def _by_names(m: dict, roles) -> str:

@@ -5,7 +5,9 @@
 - ``interchange_accuracy``: per role, how often patching that role's heads from a source prompt changes
   the answer exactly as the high-level model (``toy.ioi_algorithm``) says;
 - ``strictness``: the largest change of the logit difference when one head outside the truth is noised;
-- ``layering``: which heads path patching ranks first into the logits and into each role's input.
+- ``layering``: which heads path patching ranks first into the logits and into each role's input;
+- ``role_recovery``: how many truth heads ``roles.label_heads`` gives their planted role, from Wang et al.'s
+  signatures alone (n = 50, seed 0, as tests/test_roles.py and notebook 04).
 
 The card (``toy.card``), the tests and the notebooks all call these, so they report the same numbers.
 """
@@ -18,9 +20,11 @@ import torch
 
 from ..circuits import Circuit, planted_truth
 from ..evaluation import CircuitEvaluator
+from ..identities import head_name
 from ..hooks import hook_name
 from ..patching import PathPatcher
 from ..pipeline import run_comparison
+from ..roles import label_heads, recovery
 from ..tasks import make_task
 from .checks import task_accuracy
 from .ioi_algorithm import ROLE_EDGES, ROLES, run
@@ -174,6 +178,15 @@ def search_quality(model, n: int = 100, seed: int = 0, eval_n: int = 200) -> dic
     }
 
 
+def role_recovery(model, n: int = 50, seed: int = 0) -> dict:
+    """``roles.recovery`` of ``label_heads`` on ``make_task("ioi", model, n, seed)`` against the truth, as JSON:
+    recovered / total, per role [recovered, heads], and each missed head's [role, label given or None]."""
+    found = recovery(label_heads(model, make_task("ioi", model, n=n, seed=seed)), planted_truth())
+    return {"recovered": len(found.recovered), "total": found.total,
+            "per_role": {role: list(v) for role, v in found.per_role.items()},
+            "missed": {head_name(h): list(v) for h, v in sorted(found.missed.items())}}
+
+
 def measure(model) -> dict:
     """Every number of the model card, on held-out prompts (N = 200)."""
     task = held_out_task(model)
@@ -187,7 +200,7 @@ def measure(model) -> dict:
          "interchange_accuracy": {role: share_right(c.values()) for role, c in by_names.items()},
          "interchange_by_names": by_names, "strictness": strictness(model, task),
          "layering": {"top": lay.top, "holds": lay.holds, "direct_effects": direct},
-         "search": search_quality(model)}
+         "search": search_quality(model), "role_recovery": role_recovery(model)}
     return {**m, "criteria": criteria(m)}
 
 

@@ -38,6 +38,16 @@ names to output instead of writing the name (interchange accuracy 100 % when the
 names, 0 % when it has two others). Its sources more often hold one of the base's names and a fresh one
 (``ISOLATE_SOURCE_MIX``): the only pairs on which "the repeated name" and "the other name" differ for the
 middle roles. Cosine decay from ``isolate_lr``.
+Phase 4 can also plant Wang et al.'s *signatures* on the clean rows (``--attention-weight``,
+``--direct-weight``; off in the shipped recipe), so that ``roles.label_heads`` could find the roles the way it
+finds them in GPT-2: each role's heads attend where the role reads (``ATTENTION_TARGETS``: previous token
+everywhere, S2 → S1+1, END → S2, END → IO), and only the name movers write the answer straight into the
+logits (``direct_loss``). Interchange training plants *what* each role carries, never *how* it gets it, and
+phases 2–3 gave heads that compute the algorithm with attention on other tokens. Continued from the same
+phase-3 weights for the same 1000 steps, the signatures cost interchange accuracy: with weights 3 and 10 the
+labeller recovers 6 of the 10 truth heads (2 without) and the search finds 8 of them (6 without), but
+induction's interchange accuracy falls from 99.6 % to 88 % and the name movers carry a name from a source
+with two other names in 52 of 71 pairs (68 without). They would need the longer schedule of a full retrain.
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command.
 Seeded: the same seed and thread count give the same weights.
@@ -84,6 +94,8 @@ class SIITConfig:
     polish_lr: float = 3e-4
     isolate_steps: int = 1000  # phase 4: isolated interchange rows, gradients through the source pass
     isolate_lr: float = 3e-4  # phase 4 peak, cosine decay to 0
+    attention_weight: float = 0.0  # phase 4, off when 0: weight of the roles' attention loss (ATTENTION_TARGETS)
+    direct_weight: float = 0.0  # phase 4, off when 0: weight of the direct-effect loss (only name movers write)
     ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
     batch_size: int = 32  # base prompts per step (phase 2 runs six rows per base prompt)
     lr: float = 1e-3
@@ -138,6 +150,135 @@ class HeadInterventions:
     def remove(self):
         for h in self.handles:
             h.remove()
+
+
+#: Where each role's heads look on a clean prompt, Wang et al.'s signatures (what ``roles.label_heads`` reads):
+#: role → (query, key) by word, "every" meaning each token → the one before it.
+ATTENTION_TARGETS = {"previous token": ("every", "previous"), "induction": ("S2", "S1+1"),
+                     "s-inhibition": ("END", "S2"), "name mover": ("END", "IO")}
+
+
+class HeadTaps:
+    """What the signature losses read from a forward pass: chosen heads' attention patterns, every head's z,
+    and the final norm's input.
+
+    Patterns are recomputed from ``c_attn``'s q and k, so that this works whatever attention kernel the model
+    runs (sdpa returns no weights); GPT-2 without an attention mask: right padding leaves the real tokens'
+    causal patterns exact. Only the pass's ``rows`` [k] are kept (none while ``rows`` is None); after the
+    pass: ``patterns[(layer, head)]`` [k, seq, seq], ``z[layer]`` [k, seq, H, d_head] (what the block's
+    output projection reads), ``resid`` [k, seq, d_model] (the final norm's input).
+    """
+
+    def __init__(self, model, heads):
+        self.n_heads = model.config.n_head
+        self.heads = sorted(heads)
+        self.patterns: dict[tuple[int, int], torch.Tensor] = {}
+        self.z: dict[int, torch.Tensor] = {}
+        self.resid: torch.Tensor | None = None
+        self.rows: torch.Tensor | None = None
+        blocks = model.transformer.h
+        self.handles = [blocks[l].attn.c_attn.register_forward_hook(self._attention(l))
+                        for l in sorted({l for l, _ in self.heads})]
+        self.handles += [b.attn.c_proj.register_forward_pre_hook(self._z(l)) for l, b in enumerate(blocks)]
+        self.handles.append(model.transformer.ln_f.register_forward_pre_hook(self._resid))
+
+    def _attention(self, layer: int):
+        mine = [h for l, h in self.heads if l == layer]
+
+        def hook(module, args, out):
+            if self.rows is None:
+                return
+            out = out[self.rows]
+            rows, seq, width = out.shape
+            d_head = width // 3 // self.n_heads
+            q, k, _ = out.view(rows, seq, 3, self.n_heads, d_head)[:, :, :, mine].unbind(2)  # [rows, seq, h, d]
+            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / d_head ** 0.5
+            causal = torch.ones(seq, seq, dtype=torch.bool).tril()
+            pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+            for i, head in enumerate(mine):
+                self.patterns[(layer, head)] = pattern[:, i]
+        return hook
+
+    def _z(self, layer: int):
+        def hook(module, args):
+            if self.rows is not None:
+                x = args[0][self.rows]
+                self.z[layer] = x.view(*x.shape[:2], self.n_heads, -1)
+        return hook
+
+    def _resid(self, module, args):
+        if self.rows is not None:
+            self.resid = args[0][self.rows]
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def attention_positions(prompt: Prompt, role: str) -> tuple[list[int], list[int]]:
+    """The (queries, keys) where ``role``'s heads should look on ``prompt`` (``ATTENTION_TARGETS``)."""
+    layout, story = prompt.layout, prompt.story
+    s1 = layout.slots[story.names.index(story.repeated)]
+    io = layout.slots[1 - story.names.index(story.repeated)]
+    words = {"S2": layout.s2, "S1+1": s1 + 1, "END": layout.end, "IO": io}
+    query, key = ATTENTION_TARGETS[role]
+    if query == "every":
+        queries = list(range(1, layout.end + 1))
+        return queries, [q - 1 for q in queries]
+    return [words[query]], [words[key]]
+
+
+def attention_loss(taps: HeadTaps, prompts: list[Prompt]) -> torch.Tensor:
+    """Mean over roles of the cross-entropy of each role head's attention towards its target key; the
+    tapped rows are ``prompts``, in order."""
+    losses = []
+    for role, heads in ROLES.items():
+        b, q, k = [], [], []
+        for i, prompt in enumerate(prompts):
+            queries, keys = attention_positions(prompt, role)
+            b += [i] * len(queries)
+            q += queries
+            k += keys
+        b, q, k = map(torch.tensor, (b, q, k))
+        probs = torch.stack([taps.patterns[head][b, q, k] for head in heads])
+        losses.append(-probs.clamp(min=1e-9).log().mean())
+    return torch.stack(losses).mean()
+
+
+#: The share of the clean logit difference a name mover should write directly at least (``direct_loss``).
+MOVER_DIRECT_MIN = 0.1
+
+
+def direct_effects(model, taps: HeadTaps, end: torch.Tensor, answer: torch.Tensor,
+                   repeated: torch.Tensor) -> torch.Tensor:
+    """Each head's direct effect on the logit difference at END over the row's logit difference, for the
+    n tapped rows (``end``, ``answer``, ``repeated`` [n]), ``[n, n_layers, n_heads]``: its output ``z[END, h] @ W_O[h]`` through the final norm frozen at
+    the row's own scale, onto ``W_U[answer] − W_U[repeated]`` (as ``attribution.direct_logit_attribution``)."""
+    ln, unembed = model.transformer.ln_f, model.lm_head.weight
+    rows = torch.arange(len(end))
+    resid = taps.resid[rows, end]  # [n, d]
+    centred = resid - resid.mean(-1, keepdim=True)
+    scale = (centred.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt().detach()
+    r = (unembed[answer] - unembed[repeated]) * ln.weight
+    r = (r - r.mean(-1, keepdim=True)) / scale  # [n, d]
+    normed = F.layer_norm(resid, resid.shape[-1:], ln.weight, ln.bias, ln.eps)  # not ln(...): it is tapped
+    ld = (normed * (unembed[answer] - unembed[repeated])).sum(-1).detach().clamp(min=1.0)
+    out = []
+    for layer, block in enumerate(model.transformer.h):
+        z = taps.z[layer][rows, end]  # [n, H, d_head]
+        w_o = block.attn.c_proj.weight.view(taps.n_heads, -1, r.shape[-1])  # [H, d_head, d]
+        out.append(torch.einsum("nhe,hed,nd->nh", z, w_o, r))
+    return torch.stack(out, 1) / ld[:, None, None]
+
+
+def direct_loss(effects: torch.Tensor) -> torch.Tensor:
+    """Only name movers write the answer: the mean absolute direct effect of the other planted heads, plus how
+    far each name mover's mean direct effect falls short of ``MOVER_DIRECT_MIN``. ``effects`` [n, L, H]."""
+    movers = set(ROLES["name mover"])
+    others = [h for role, heads in ROLES.items() for h in heads if h not in movers]
+    quiet = torch.stack([effects[:, l, h].abs().mean() for l, h in others]).mean()
+    loud = torch.stack([F.relu(MOVER_DIRECT_MIN - effects[:, l, h].mean()) for l, h in movers]).mean()
+    return quiet + loud
 
 
 class GroupMeans:
@@ -204,6 +345,8 @@ class Planter:
         self.model, self.sampler, self.rng, self.config = model, sampler, rng, config
         self.interchange_rows, self.few_head_strict, self.ld_weight = interchange_rows, few_head_strict, ld_weight
         self.isolated = isolated
+        signatures = isolated and (config.attention_weight or config.direct_weight)
+        self.taps = HeadTaps(model, planted_truth().heads) if signatures else None
         cfg = model.config
         self.n_layers, self.n_heads = cfg.n_layer, cfg.n_head
         self.truth = planted_truth().head_mask(self.n_layers, self.n_heads)
@@ -213,6 +356,11 @@ class Planter:
         seq = max(len(l.ids) for l in sampler.layouts)
         self.means = GroupMeans(len(sampler.layouts), self.n_layers, seq, self.n_heads, cfg.n_embd // cfg.n_head)
         self.pad_id = cfg.pad_token_id
+
+    def remove_hooks(self):
+        self.interventions.remove()
+        if self.taps is not None:
+            self.taps.remove()
 
     def _strict_plan(self) -> torch.Tensor:
         """Heads outside the truth replaced: a random fraction of them, or (``few_head_strict``, half the
@@ -290,10 +438,15 @@ class Planter:
         iv.means = self.means.rows(groups[base_of_row])
         base_ids = [b.ids(vocab) for b in bases]
         tokens = pad([base_ids[i] for i in base_of_row.tolist()], self.pad_id)
+        clean_idx = torch.arange(0, len(rows), k)  # the clean row leads each base prompt's rows
+        if self.taps is not None:
+            self.taps.rows = clean_idx
         try:
             logits = self.model(input_ids=tokens).logits
         finally:
             iv.plan = None
+            if self.taps is not None:
+                self.taps.rows = None
         end = torch.tensor([bases[i].layout.end for i in base_of_row.tolist()])
         final = logits[torch.arange(len(rows)), end].log_softmax(-1)  # [rows, vocab]
         kinds = [row[0] for row in rows]
@@ -316,8 +469,11 @@ class Planter:
                     out[kind] = out[kind] + self.ld_weight * shift.mean()
             else:
                 out[kind] = target_loss(final[idx], torch.tensor([rows[i][2] for i in idx.tolist()]))
-        clean_idx = torch.arange(0, len(rows), k)  # the clean row leads each base prompt's rows
         out["next_token"] = next_token_loss(logits[clean_idx], tokens[clean_idx], end[clean_idx])
+        if self.taps is not None:
+            out["attention"] = attention_loss(self.taps, bases)
+            out["direct"] = direct_loss(direct_effects(self.model, self.taps, end[clean_idx], answer[clean_idx],
+                                                       repeated[clean_idx]))
         out["accuracy"] = accuracy(final, rows, kinds)
         return out
 
@@ -373,7 +529,7 @@ def train(config: SIITConfig, out_dir: str | Path, progress: bool = True, histor
                 loss = parts["next_token"] + config.answer_weight * parts["clean"]
             _step(optimiser, model, loss)
             _log(history, parts, bar, step)
-    planter.interventions.remove()
+    planter.remove_hooks()
     history += polish(model, tokenizer, config, progress)
     history += isolate(model, tokenizer, config, progress)
     model.eval()
@@ -419,9 +575,11 @@ def _late_phase(model, tokenizer, config: SIITConfig, desc: str, seed: int, step
                 group["lr"] = lr(step)
             parts = planter.losses([sampler.base() for _ in range(config.batch_size)])
             loss = parts["next_token"] + 2 * parts["clean"] + planting_loss(parts)
+            if "attention" in parts:
+                loss = loss + config.attention_weight * parts["attention"] + config.direct_weight * parts["direct"]
             _step(optimiser, model, loss)
             _log(history, parts, bar, step)
-    planter.interventions.remove()
+    planter.remove_hooks()
     return history
 
 
@@ -521,13 +679,18 @@ def main(argv=None) -> int:
     parser.add_argument("--polish-steps", type=int, default=defaults.polish_steps)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--isolate-steps", type=int, default=defaults.isolate_steps)
+    parser.add_argument("--attention-weight", type=float, default=defaults.attention_weight,
+                        help="phase 4: weight of the roles' attention loss (0: off, as shipped)")
+    parser.add_argument("--direct-weight", type=float, default=defaults.direct_weight,
+                        help="phase 4: weight of the loss that only name movers write the answer (0: off)")
     parser.add_argument("--continue-from", metavar="DIR", help="run only the later --phases on the model in DIR")
     parser.add_argument("--phases", default="3,4", choices=("3,4", "3", "4"),
                         help="with --continue-from: 3,4 or 3 (DIR holds a phase-2 model) or 4 (a phase-3 model)")
     parser.add_argument("--no-card", action="store_true", help="skip the measurements and the model card")
     args = parser.parse_args(argv)
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
-                        polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed)
+                        polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
+                        attention_weight=args.attention_weight, direct_weight=args.direct_weight)
     if args.continue_from:
         if not (Path(args.continue_from) / "config.json").is_file():
             parser.error(f"--continue-from wants a folder holding a saved model (config.json and weights); "
