@@ -258,3 +258,11 @@ def test_continue_from_refuses_phases_it_does_not_have(tmp_path, phases):
     with pytest.raises(ValueError, match=r"phases are the late phases to run, in order: \(3,\), \(4,\) or \(3, 4\)"):
         siit.continue_from(siit.SIITConfig(), tmp_path / "nowhere", tmp_path / "out", phases, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", ["--attention-weight", "--direct-weight"])
+def test_a_negative_signature_weight_is_refused_before_training(tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as exit_:
+        siit.main(["--out", str(tmp_path), flag, "-1", "--no-card"])
+    assert exit_.value.code == 2 and "is a loss weight, 0 (off) or more; got -1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -252,8 +252,9 @@ MOVER_DIRECT_MIN = 0.1
 def direct_effects(model, taps: HeadTaps, end: torch.Tensor, answer: torch.Tensor,
                    repeated: torch.Tensor) -> torch.Tensor:
     """Each head's direct effect on the logit difference at END over the row's logit difference, for the
-    n tapped rows (``end``, ``answer``, ``repeated`` [n]), ``[n, n_layers, n_heads]``: its output ``z[END, h] @ W_O[h]`` through the final norm frozen at
-    the row's own scale, onto ``W_U[answer] − W_U[repeated]`` (as ``attribution.direct_logit_attribution``)."""
+    n tapped rows (``end``, ``answer``, ``repeated`` [n]), ``[n, n_layers, n_heads]``: its output
+    ``z[END, h] @ W_O[h]`` through the final norm frozen at the row's own scale, onto
+    ``W_U[answer] − W_U[repeated]`` (as ``attribution.direct_logit_attribution``)."""
     ln, unembed = model.transformer.ln_f, model.lm_head.weight
     rows = torch.arange(len(end))
     resid = taps.resid[rows, end]  # [n, d]
@@ -688,6 +689,9 @@ def main(argv=None) -> int:
                         help="with --continue-from: 3,4 or 3 (DIR holds a phase-2 model) or 4 (a phase-3 model)")
     parser.add_argument("--no-card", action="store_true", help="skip the measurements and the model card")
     args = parser.parse_args(argv)
+    for flag in ("attention_weight", "direct_weight"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')} is a loss weight, 0 (off) or more; got {getattr(args, flag):g}")
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
                         polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
                         attention_weight=args.attention_weight, direct_weight=args.direct_weight)
