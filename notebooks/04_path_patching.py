@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -311,6 +316,16 @@ for role, heads in labels.by_role().items():
 for name, circuit in known.items():
     if circuit.roles:
         print(f"\nlabels vs {name}: {recovery(labels, circuit)}")
+
+# %% [markdown]
+# **Reading the labels on app-planted.** Its roles were planted by interchange training: the trainer made
+# each role's heads *carry* the algorithm's value (patch them from another prompt and the answer changes as
+# the high-level model says), not *look* where Wang et al.'s heads look. So the labeller finds the name
+# movers (they write the answer into the logits) and little else: the other planted heads do the same job
+# with attention on other tokens. That is a finding, not a failure of either tool: a signature is evidence
+# for a mechanism, and a model may implement an algorithm without it. The model card
+# (`data/app-planted/README.md`) lists which heads are missed and what they were labelled;
+# `app_helpers/toy/siit.py` can plant the signatures as well, and its docstring says what that costs.
 
 # %% [markdown]
 # ## 7 · Beside Perf: direct logit attribution and minimality
