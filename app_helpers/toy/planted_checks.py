@@ -20,8 +20,8 @@ import torch
 
 from ..circuits import Circuit, planted_truth
 from ..evaluation import CircuitEvaluator
-from ..identities import head_name
 from ..hooks import hook_name
+from ..identities import head_name
 from ..patching import PathPatcher
 from ..pipeline import run_comparison
 from ..roles import label_heads, recovery

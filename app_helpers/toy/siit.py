@@ -251,10 +251,10 @@ MOVER_DIRECT_MIN = 0.1
 
 def direct_effects(model, taps: HeadTaps, end: torch.Tensor, answer: torch.Tensor,
                    repeated: torch.Tensor) -> torch.Tensor:
-    """Each head's direct effect on the logit difference at END over the row's logit difference, for the
-    n tapped rows (``end``, ``answer``, ``repeated`` [n]), ``[n, n_layers, n_heads]``: its output
-    ``z[END, h] @ W_O[h]`` through the final norm frozen at the row's own scale, onto
-    ``W_U[answer] − W_U[repeated]`` (as ``attribution.direct_logit_attribution``)."""
+    """Each head's direct effect on the logit difference at END for the n tapped rows (``end``, ``answer``,
+    ``repeated`` [n]), ``[n, n_layers, n_heads]``: its output ``z[END, h] @ W_O[h]`` through the final norm
+    frozen at the row's own scale, onto ``W_U[answer] − W_U[repeated]`` (as
+    ``attribution.direct_logit_attribution``, here on the training model and with gradients)."""
     ln, unembed = model.transformer.ln_f, model.lm_head.weight
     rows = torch.arange(len(end))
     resid = taps.resid[rows, end]  # [n, d]
@@ -262,19 +262,18 @@ def direct_effects(model, taps: HeadTaps, end: torch.Tensor, answer: torch.Tenso
     scale = (centred.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt().detach()
     r = (unembed[answer] - unembed[repeated]) * ln.weight
     r = (r - r.mean(-1, keepdim=True)) / scale  # [n, d]
-    normed = F.layer_norm(resid, resid.shape[-1:], ln.weight, ln.bias, ln.eps)  # not ln(...): it is tapped
-    ld = (normed * (unembed[answer] - unembed[repeated])).sum(-1).detach().clamp(min=1.0)
     out = []
     for layer, block in enumerate(model.transformer.h):
         z = taps.z[layer][rows, end]  # [n, H, d_head]
         w_o = block.attn.c_proj.weight.view(taps.n_heads, -1, r.shape[-1])  # [H, d_head, d]
         out.append(torch.einsum("nhe,hed,nd->nh", z, w_o, r))
-    return torch.stack(out, 1) / ld[:, None, None]
+    return torch.stack(out, 1)
 
 
 def direct_loss(effects: torch.Tensor) -> torch.Tensor:
     """Only name movers write the answer: the mean absolute direct effect of the other planted heads, plus how
-    far each name mover's mean direct effect falls short of ``MOVER_DIRECT_MIN``. ``effects`` [n, L, H]."""
+    far each name mover's mean direct effect falls short of ``MOVER_DIRECT_MIN``. ``effects`` [n, L, H], each
+    over its row's logit difference."""
     movers = set(ROLES["name mover"])
     others = [h for role, heads in ROLES.items() for h in heads if h not in movers]
     quiet = torch.stack([effects[:, l, h].abs().mean() for l, h in others]).mean()
@@ -473,8 +472,8 @@ class Planter:
         out["next_token"] = next_token_loss(logits[clean_idx], tokens[clean_idx], end[clean_idx])
         if self.taps is not None:
             out["attention"] = attention_loss(self.taps, bases)
-            out["direct"] = direct_loss(direct_effects(self.model, self.taps, end[clean_idx], answer[clean_idx],
-                                                       repeated[clean_idx]))
+            effects = direct_effects(self.model, self.taps, end[clean_idx], answer[clean_idx], repeated[clean_idx])
+            out["direct"] = direct_loss(effects / ld_clean[clean_idx].clamp(min=1.0)[:, None, None])
         out["accuracy"] = accuracy(final, rows, kinds)
         return out
 
