@@ -148,7 +148,7 @@ def test_app_pays_for_its_pruning(search):
     assert search["speedup_gflops_incl_pruning"] >= 1.5, search
 
 
-def test_the_card_says_which_phase_4_losses_were_used(tmp_path):
+def test_the_card_says_which_recipe_options_were_used(tmp_path):
     """Rendered from the shipped records as they are, then as if phase 4 had planted the signatures."""
     from app_helpers.toy.card import render_planted_card
 
@@ -160,8 +160,10 @@ def test_the_card_says_which_phase_4_losses_were_used(tmp_path):
     r = measured["role_recovery"]
     assert f"{r['recovered']}/{r['total']} truth heads get their planted role" in card
     assert all(f"{head} ({role}; labelled {label or 'nothing'})" in card for head, (role, label) in r["missed"].items())
-    assert "signatures planted" not in card
-    training["config"].update(attention_weight=3.0, direct_weight=10.0)
+    assert "signatures planted" not in card and "positions only" not in card
+    assert f"--seed {training['config']['seed']}`" in card
+    training["config"].update(attention_weight=3.0, direct_weight=10.0, positional=True)
     (tmp_path / "training.json").write_text(json.dumps(training))
     card = render_planted_card(tmp_path)
     assert "signatures planted" in card and "weight 3," in card and "weight 10)" in card
+    assert "--positional --attention-weight 3 --direct-weight 10`" in card and "positions only" in card

@@ -55,8 +55,10 @@ def test_interventions_replace_exactly_the_planned_heads(word_tok):
     plan = torch.zeros(3, 2, 4, dtype=torch.long)
     plan[1, 1, 2] = siit.SOURCE  # row 1, layer 1, head 2 from source row 0
     plan[2, 0, 0] = siit.CLEAN  # row 2, layer 0, head 0 from row 0 of this pass
-    iv.plan, iv.source_row, iv.abc_row, iv.clean_row = plan, torch.tensor([0, 0, 0]), torch.tensor([1, 1, 1]), \
-        torch.tensor([0, 0, 0])
+    plan = plan[:, None].repeat(1, 7, 1, 1)  # [rows, seq, L, H]
+    plan[0, 3, 1, 1] = siit.SOURCE  # row 0: layer 1, head 1 at position 3 only
+    iv.plan, iv.source_row, iv.abc_row = plan, torch.tensor([0, 0, 0]), torch.tensor([1, 1, 1])
+    iv.clean_row = torch.tensor([0, 0, 0])
     seen = {}
     hook = model.transformer.h[1].attn.c_proj.register_forward_pre_hook(
         lambda m, a: seen.__setitem__("z1", a[0].view(3, 7, 4, 8).clone()))
@@ -65,12 +67,15 @@ def test_interventions_replace_exactly_the_planned_heads(word_tok):
     iv.plan = None
     # the pre-hook registered after ours sees the replaced input
     assert torch.equal(seen["z1"][1, :, 2], recorded[1][0, :, 2])
+    assert torch.equal(seen["z1"][0, 3, 1], recorded[1][0, 3, 1])
+    assert not torch.equal(seen["z1"][0, 2, 1], recorded[1][0, 2, 1])  # the other positions keep their own
     iv.remove()
 
 
-def test_planting_steps_lower_the_behaviour_interchange_strict_and_isolated_losses(word_tok):
+@pytest.mark.parametrize("positional", [False, True])
+def test_planting_steps_lower_the_behaviour_interchange_strict_and_isolated_losses(word_tok, positional):
     torch.manual_seed(0)
-    config = siit.SIITConfig(d_model=32, attention_weight=1.0, direct_weight=1.0)
+    config = siit.SIITConfig(d_model=32, attention_weight=1.0, direct_weight=1.0, positional=positional)
     model = siit.build_model(config, word_tok)
     with torch.no_grad():  # make every head matter, as in a trained model, so strictness has something to fix
         for block in model.transformer.h:
@@ -145,6 +150,55 @@ def test_attention_targets_are_wang_et_al_s_positions(sampler):
         assert q == prompt.layout.end and k == prompt.layout.s2
         (q,), (k,) = siit.attention_positions(prompt, "name mover")
         assert q == prompt.layout.end and ids[k] == vocab[story.answer] and k in prompt.layout.slots
+
+
+def test_role_positions_are_the_high_level_model_s_steps(sampler):
+    for _ in range(20):
+        prompt = sampler.base()
+        ids, vocab, layout = prompt.ids(sampler.vocab), sampler.vocab, prompt.layout
+        after = siit.role_positions(prompt, "previous token")
+        assert sorted(ids[p - 1] for p in after) == sorted(vocab[n] for n in prompt.story.names)
+        assert siit.role_positions(prompt, "induction") == [layout.s2]
+        assert ids[layout.s2] == vocab[prompt.story.repeated]
+        assert siit.role_positions(prompt, "s-inhibition") == siit.role_positions(prompt, "name mover") == [layout.end]
+    with pytest.raises(ValueError, match="unknown role"):
+        siit.role_positions(prompt, "mover")
+
+
+def test_the_positional_recipe_patches_roles_at_their_positions_and_silences_them_elsewhere(word_tok):
+    from app_helpers.circuits import planted_truth
+    from app_helpers.toy.ioi_algorithm import ROLES
+
+    config = siit.SIITConfig(d_model=32, positional=True)
+    model = siit.build_model(config, word_tok)
+    sampler = ioi_prompts.PromptSampler(word_tok, random.Random(0))
+    planter = siit.Planter(model, sampler, random.Random(0), config, isolated=True)
+    bases = [sampler.base() for _ in range(6)]
+    rows = planter.rows(bases, [sampler.source(b) for b in bases])
+    kinds = [row[0] for row in rows]
+    prompts = [bases[i] for i in torch.arange(len(bases)).repeat_interleave(len(rows) // len(bases)).tolist()]
+    plans = torch.stack([row[1] for row in rows])
+    seq = max(p.layout.end for p in prompts) + 1
+    out = planter.per_position(plans, kinds, prompts, seq)
+    assert out.shape == (len(rows), seq, 8, 8)
+    truth = planted_truth().head_mask(8, 8)
+    silenced = set()
+    for i, (kind, prompt) in enumerate(zip(kinds, prompts)):
+        assert torch.equal(out[i][:, ~truth], plans[i][~truth].expand(seq, -1)), kind  # outside: every position
+        for role, heads in ROLES.items():
+            at = torch.zeros(seq, dtype=torch.bool)
+            at[siit.role_positions(prompt, role)] = True
+            for layer, head in heads:
+                here, there = out[i, at, layer, head], out[i, ~at, layer, head]
+                assert (here == plans[i, layer, head]).all(), (kind, role)  # at its positions: as planned
+                if plans[i, layer, head] in (siit.SOURCE, siit.KEEP):  # elsewhere: kept or silenced, never patched
+                    assert ((there == siit.KEEP) | (there == siit.MEAN)).all()
+                    if (there == siit.MEAN).any():
+                        silenced.add(kind)
+                else:  # ablated, noised, held clean: at every position, as the evaluator does
+                    assert (there == plans[i, layer, head]).all(), (kind, role)
+    assert {"truth", "isolated"} <= silenced and not silenced & {"clean", "ablated", "path", "strict"}
+    planter.remove_hooks()
 
 
 def test_direct_loss_is_zero_only_when_name_movers_alone_write_the_answer():

@@ -148,9 +148,9 @@ Information flows previous token → induction (its keys) → S-inhibition (its 
 would contradict the "remove any role" check below by construction.
 
 ## Training
-`python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}`: {c['behaviour_steps']} behaviour steps,
+`python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}{_flags(c)}`: {c['behaviour_steps']} behaviour steps,
 {c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × 6 kinds of rows, AdamW lr {c['lr']:g} with
-warm-up and cosine decay), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
+warm-up and cosine decay{_positional(c)}), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
 {c['isolate_steps']} isolating steps (isolated interchange rows, gradients through the source pass, lr
 {c['isolate_lr']:g} with cosine decay{_signatures(c)}); see `app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
 thread count for bit-identical weights. {training.get('how', '')}
@@ -217,6 +217,23 @@ def _planted_shortfalls(m: dict) -> str:
         lines.append(f"- The dense search's chosen circuit misses {', '.join(missed) or 'nothing'} and adds "
                      f"{', '.join(extra) or 'nothing'} (TPR {s['dense']['tpr']:.2f}).")
     return "\n".join(lines) + "\n"
+
+
+def _flags(c: dict) -> str:
+    """The command-line flags of the recipe's options that differ from off (older records lack them)."""
+    flags = " --positional" if c.get("positional") else ""
+    for key in ("attention_weight", "direct_weight"):
+        if c.get(key):
+            flags += f" --{key.replace('_', '-')} {c[key]:g}"
+    return flags
+
+
+def _positional(c: dict) -> str:
+    """The positional recipe, when used: phases 2-4 patch each role at its own positions only."""
+    if not c.get("positional"):
+        return ""
+    return ("; from here on each role is patched at its own positions only (the token after each name, S2, END) "
+            "and silenced elsewhere")
 
 
 def _signatures(c: dict) -> str:

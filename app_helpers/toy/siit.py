@@ -48,6 +48,11 @@ phase-3 weights for the same 1000 steps, the signatures cost interchange accurac
 labeller recovers 6 of the 10 truth heads (2 without) and the search finds 8 of them (6 without), but
 induction's interchange accuracy falls from 99.6 % to 88 % and the name movers carry a name from a source
 with two other names in 52 of 71 pairs (68 without). They would need the longer schedule of a full retrain.
+``--positional`` (phases 2–4; off in the shipped recipe) makes the map position-specific as well: a role's
+heads take the source's value only at the role's own positions (``role_positions``: the token after each name,
+S2, END), and are mean-ablated everywhere else in the truth and isolated rows (and half the interchange rows).
+Patching every position, as the table says, lets the heads compute their step wherever it is easiest; the
+shipped model does much of it at END, so attention shows none of the steps.
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command.
 Seeded: the same seed and thread count give the same weights.
@@ -96,6 +101,7 @@ class SIITConfig:
     isolate_lr: float = 3e-4  # phase 4 peak, cosine decay to 0
     attention_weight: float = 0.0  # phase 4, off when 0: weight of the roles' attention loss (ATTENTION_TARGETS)
     direct_weight: float = 0.0  # phase 4, off when 0: weight of the direct-effect loss (only name movers write)
+    positional: bool = False  # phases 2-4, off as shipped: roles patched at their own positions only
     ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
     batch_size: int = 32  # base prompts per step (phase 2 runs six rows per base prompt)
     lr: float = 1e-3
@@ -107,9 +113,10 @@ class SIITConfig:
 
 # --- Head interventions ---------------------------------------------------------------------------------
 class HeadInterventions:
-    """Replaces heads' z (the input of each block's output projection) per row, at every position.
+    """Replaces heads' z (the input of each block's output projection) per row and position.
 
-    ``plan`` [rows, n_layers, n_heads] holds KEEP / SOURCE / ABC / MEAN / CLEAN: a head keeps its value,
+    ``plan`` [rows, seq, n_layers, n_heads] (seq 1: the same at every position) holds KEEP / SOURCE / ABC /
+    MEAN / CLEAN: a head keeps its value,
     or takes it from the row's source prompt, the row's ABC prompt, the ABC group mean, or the clean row
     of the same base prompt in this very pass (``clean_row`` [rows]). ``recorded[l]`` [src_rows, seq, H, d]
     holds the no-grad pass's z; ``source_row`` / ``abc_row`` [rows] index it. ``means[l]`` [rows, seq, H, d].
@@ -136,7 +143,7 @@ class HeadInterventions:
                 return None
             if self.plan is None:
                 return None
-            plan = self.plan[:, layer][:, None, :, None]
+            plan = self.plan[:, :seq, layer][..., None]  # [rows, seq or 1, H, 1]
             out = z
             for code, values in ((SOURCE, lambda: self.recorded[layer][self.source_row, :seq]),
                                  (ABC, lambda: self.recorded[layer][self.abc_row, :seq].detach()),
@@ -150,6 +157,17 @@ class HeadInterventions:
     def remove(self):
         for h in self.handles:
             h.remove()
+
+
+def role_positions(prompt: Prompt, role: str) -> list[int]:
+    """Where ``role`` computes its value on ``prompt`` (the steps of ``toy.ioi_algorithm``): previous token at
+    the token after each name slot, induction at S2, S-inhibition and name movers at END."""
+    layout = prompt.layout
+    where = {"previous token": [slot + 1 for slot in layout.slots], "induction": [layout.s2],
+             "s-inhibition": [layout.end], "name mover": [layout.end]}
+    if role not in where:
+        raise ValueError(f"unknown role {role!r}; roles are {list(where)}")
+    return where[role]
 
 
 #: Where each role's heads look on a clean prompt, Wang et al.'s signatures (what ``roles.label_heads`` reads):
@@ -344,7 +362,7 @@ class Planter:
         one isolated interchange row per base prompt and gradients through the source pass (phase 4)."""
         self.model, self.sampler, self.rng, self.config = model, sampler, rng, config
         self.interchange_rows, self.few_head_strict, self.ld_weight = interchange_rows, few_head_strict, ld_weight
-        self.isolated = isolated
+        self.isolated, self.positional = isolated, config.positional
         signatures = isolated and (config.attention_weight or config.direct_weight)
         self.taps = HeadTaps(model, planted_truth().heads) if signatures else None
         cfg = model.config
@@ -374,6 +392,25 @@ class Planter:
             chosen = (torch.rand(self.n_layers, self.n_heads) < self.rng.random()) & ~self.truth
         codes = torch.randint(SOURCE, MEAN + 1, (self.n_layers, self.n_heads))
         return torch.where(chosen, codes, KEEP)
+
+    def per_position(self, plans: torch.Tensor, kinds: list[str], prompts: list[Prompt], seq: int) -> torch.Tensor:
+        """The positional recipe's plans, ``[rows, L, H]`` → ``[rows, seq, L, H]``: a role's heads take a
+        source's value only at the role's positions (``role_positions``), and in the truth and isolated rows
+        (and half the interchange rows) every truth head is mean-ablated away from its role's positions, so
+        that it carries its value there and nothing elsewhere. Without this the heads may compute their step
+        at any position (the shipped model does much of it at END), and attention shows none of it."""
+        on = torch.ones(len(prompts), seq, self.n_layers, self.n_heads, dtype=torch.bool)
+        for i, prompt in enumerate(prompts):
+            for role, heads in ROLES.items():
+                at = torch.zeros(seq, dtype=torch.bool)
+                at[role_positions(prompt, role)] = True
+                for layer, head in heads:
+                    on[i, :, layer, head] = at
+        plans = plans[:, None].expand(-1, seq, -1, -1)
+        plans = torch.where(~on & (plans == SOURCE), KEEP, plans)
+        silence = torch.tensor([k in ("truth", "isolated") or (k == "interchange" and self.rng.random() < 0.5)
+                                for k in kinds])[:, None, None, None]
+        return torch.where(~on & (plans == KEEP) & silence, MEAN, plans)
 
     def rows(self, bases: list[Prompt], sources: list[Prompt]):
         """Per base prompt, six rows (or more: ``interchange_rows``): (kind, plan [L, H], target ids (see
@@ -432,12 +469,15 @@ class Planter:
         rows = self.rows(bases, sources)
         k = len(rows) // n
         base_of_row = torch.arange(n).repeat_interleave(k)
-        iv.plan = torch.stack([row[1] for row in rows])
+        kinds = [row[0] for row in rows]
+        base_ids = [b.ids(vocab) for b in bases]
+        tokens = pad([base_ids[i] for i in base_of_row.tolist()], self.pad_id)
+        plans = torch.stack([row[1] for row in rows])  # [rows, L, H]
+        iv.plan = self.per_position(plans, kinds, [bases[i] for i in base_of_row.tolist()], tokens.shape[1]) \
+            if self.positional else plans[:, None]
         iv.source_row, iv.abc_row = base_of_row, base_of_row + n
         iv.clean_row = base_of_row * k
         iv.means = self.means.rows(groups[base_of_row])
-        base_ids = [b.ids(vocab) for b in bases]
-        tokens = pad([base_ids[i] for i in base_of_row.tolist()], self.pad_id)
         clean_idx = torch.arange(0, len(rows), k)  # the clean row leads each base prompt's rows
         if self.taps is not None:
             self.taps.rows = clean_idx
@@ -449,7 +489,6 @@ class Planter:
                 self.taps.rows = None
         end = torch.tensor([bases[i].layout.end for i in base_of_row.tolist()])
         final = logits[torch.arange(len(rows)), end].log_softmax(-1)  # [rows, vocab]
-        kinds = [row[0] for row in rows]
         clean = final[base_of_row * k].detach()
         answer = torch.tensor([vocab[bases[i].story.answer] for i in base_of_row.tolist()])
         repeated = torch.tensor([vocab[bases[i].story.repeated] for i in base_of_row.tolist()])
@@ -683,6 +722,8 @@ def main(argv=None) -> int:
                         help="phase 4: weight of the roles' attention loss (0: off, as shipped)")
     parser.add_argument("--direct-weight", type=float, default=defaults.direct_weight,
                         help="phase 4: weight of the loss that only name movers write the answer (0: off)")
+    parser.add_argument("--positional", action="store_true",
+                        help="phases 2-4: patch each role at its own positions only, and silence it elsewhere")
     parser.add_argument("--continue-from", metavar="DIR", help="run only the later --phases on the model in DIR")
     parser.add_argument("--phases", default="3,4", choices=("3,4", "3", "4"),
                         help="with --continue-from: 3,4 or 3 (DIR holds a phase-2 model) or 4 (a phase-3 model)")
@@ -693,7 +734,8 @@ def main(argv=None) -> int:
             parser.error(f"--{flag.replace('_', '-')} is a loss weight, 0 (off) or more; got {getattr(args, flag):g}")
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
                         polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
-                        attention_weight=args.attention_weight, direct_weight=args.direct_weight)
+                        attention_weight=args.attention_weight, direct_weight=args.direct_weight,
+                        positional=args.positional)
     if args.continue_from:
         if not (Path(args.continue_from) / "config.json").is_file():
             parser.error(f"--continue-from wants a folder holding a saved model (config.json and weights); "
