@@ -62,7 +62,8 @@ falls for induction and S-inhibition, 81 / 87 % (99.6 / 99.1; previous token 87 
 chosen circuit holds 5 of the 10 heads (6). With ``--positional`` alone (68 minutes): outside heads ≤ 2.0 %,
 TPR 0.80 (8 of 10 heads, precision 1.00), 7 distinct circuits, APP ×2.6 with pruning, 2 / 4 edges, recovery
 2 / 10, and interchange accuracy 84 / 75 / 98 / 96 % (induction right on 148 of the 185 pairs whose source has
-the base's own names, 185 without ``--positional``). Neither is shipped: interchange accuracy is what makes
+the base's own names, 185 without ``--positional``; twice induction's share of the isolated rows gives 78 %
+only). Neither is shipped: interchange accuracy is what makes
 the truth known by construction, and these runs trade it away for strictness.
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command.
