@@ -156,13 +156,13 @@ def test_role_positions_are_the_high_level_model_s_steps(sampler):
     for _ in range(20):
         prompt = sampler.base()
         ids, vocab, layout = prompt.ids(sampler.vocab), sampler.vocab, prompt.layout
-        after = siit.role_positions(prompt, "previous token")
+        after = siit.role_positions(layout, "previous token")
         assert sorted(ids[p - 1] for p in after) == sorted(vocab[n] for n in prompt.story.names)
-        assert siit.role_positions(prompt, "induction") == [layout.s2]
+        assert siit.role_positions(layout, "induction") == [layout.s2]
         assert ids[layout.s2] == vocab[prompt.story.repeated]
-        assert siit.role_positions(prompt, "s-inhibition") == siit.role_positions(prompt, "name mover") == [layout.end]
+        assert siit.role_positions(layout, "s-inhibition") == siit.role_positions(layout, "name mover") == [layout.end]
     with pytest.raises(ValueError, match="unknown role"):
-        siit.role_positions(prompt, "mover")
+        siit.role_positions(layout, "mover")
 
 
 def test_the_positional_recipe_patches_roles_at_their_positions_and_silences_them_elsewhere(word_tok):
@@ -187,7 +187,7 @@ def test_the_positional_recipe_patches_roles_at_their_positions_and_silences_the
         assert torch.equal(out[i][:, ~truth], plans[i][~truth].expand(seq, -1)), kind  # outside: every position
         for role, heads in ROLES.items():
             at = torch.zeros(seq, dtype=torch.bool)
-            at[siit.role_positions(prompt, role)] = True
+            at[siit.role_positions(prompt.layout, role)] = True
             for layer, head in heads:
                 here, there = out[i, at, layer, head], out[i, ~at, layer, head]
                 assert (here == plans[i, layer, head]).all(), (kind, role)  # at its positions: as planned

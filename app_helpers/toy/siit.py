@@ -54,7 +54,7 @@ S2, END), and are mean-ablated everywhere else in the truth and isolated rows (a
 Patching every position, as the table says, lets the heads compute their step wherever it is easiest; the
 shipped model does much of it at END, so attention shows none of the steps. Measured (the full command with
 ``--positional``, then phase 4 with ``--attention-weight 1 --direct-weight 10``, 68 minutes on 2 threads; the
-card's numbers, shipped model in brackets): heads outside the truth now move the logit difference by at
+card's numbers, the shipped model's in parentheses): heads outside the truth now move the logit difference by at
 most 2.2 % (8.2 / 9.6 %), path patching sees 2 of the 4 edges (1), the grid gives 10 distinct circuits (5),
 APP including pruning is ×4.1 cheaper (×2.4) and the labeller recovers 6 of the 10 roles (2; it still finds
 no S-inhibition head: the name movers' attention barely moves when one is corrupted). But interchange accuracy
@@ -63,8 +63,8 @@ chosen circuit holds 5 of the 10 heads (6). With ``--positional`` alone (68 minu
 TPR 0.80 (8 of 10 heads, precision 1.00), 7 distinct circuits, APP ×2.6 with pruning, 2 / 4 edges, recovery
 2 / 10, and interchange accuracy 84 / 75 / 98 / 96 % (induction right on 148 of the 185 pairs whose source has
 the base's own names, 185 without ``--positional``; twice induction's share of the isolated rows gives 78 %
-only). Neither is shipped: interchange accuracy is what makes
-the truth known by construction, and these runs trade it away for strictness.
+only). Neither is shipped: interchange accuracy is what makes the truth known by construction, and these runs
+trade it away for strictness.
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command.
 Seeded: the same seed and thread count give the same weights.
@@ -86,7 +86,7 @@ from ..circuits import Circuit, planted_truth
 from ..wordlevel import build_word_level_tokenizer
 from .card import write_planted_card
 from .ioi_algorithm import ABLATED, ROLE_ORDER, ROLES, run
-from .ioi_prompts import Prompt, PromptSampler, pad
+from .ioi_prompts import Layout, Prompt, PromptSampler, pad
 from .train import gpt2_model, warmup_cosine
 
 KEEP, SOURCE, ABC, MEAN, CLEAN = range(5)  # where a head's z comes from in a row
@@ -128,10 +128,10 @@ class HeadInterventions:
     """Replaces heads' z (the input of each block's output projection) per row and position.
 
     ``plan`` [rows, seq, n_layers, n_heads] (seq 1: the same at every position) holds KEEP / SOURCE / ABC /
-    MEAN / CLEAN: a head keeps its value,
-    or takes it from the row's source prompt, the row's ABC prompt, the ABC group mean, or the clean row
-    of the same base prompt in this very pass (``clean_row`` [rows]). ``recorded[l]`` [src_rows, seq, H, d]
-    holds the no-grad pass's z; ``source_row`` / ``abc_row`` [rows] index it. ``means[l]`` [rows, seq, H, d].
+    MEAN / CLEAN: a head keeps its value, or takes it from the row's source prompt, the row's ABC prompt, the
+    ABC group mean, or the clean row of the same base prompt in this very pass (``clean_row`` [rows]).
+    ``recorded[l]`` [src_rows, seq, H, d] holds the no-grad pass's z; ``source_row`` / ``abc_row`` [rows] index
+    it. ``means[l]`` [rows, seq, H, d].
     """
 
     def __init__(self, model):
@@ -171,10 +171,9 @@ class HeadInterventions:
             h.remove()
 
 
-def role_positions(prompt: Prompt, role: str) -> list[int]:
-    """Where ``role`` computes its value on ``prompt`` (the steps of ``toy.ioi_algorithm``): previous token at
-    the token after each name slot, induction at S2, S-inhibition and name movers at END."""
-    layout = prompt.layout
+def role_positions(layout: Layout, role: str) -> list[int]:
+    """Where ``role`` computes its value in a prompt of ``layout`` (the steps of ``toy.ioi_algorithm``): previous
+    token at the token after each name slot, induction at S2, S-inhibition and name movers at END."""
     where = {"previous token": [slot + 1 for slot in layout.slots], "induction": [layout.s2],
              "s-inhibition": [layout.end], "name mover": [layout.end]}
     if role not in where:
@@ -386,6 +385,19 @@ class Planter:
         seq = max(len(l.ids) for l in sampler.layouts)
         self.means = GroupMeans(len(sampler.layouts), self.n_layers, seq, self.n_heads, cfg.n_embd // cfg.n_head)
         self.pad_id = cfg.pad_token_id
+        self.on_role = self._on_role(seq) if config.positional else None
+
+    def _on_role(self, seq: int) -> torch.Tensor:
+        """[n_groups, seq, L, H]: where each head may carry its value in each layout, once for the whole run
+        (a role's heads at the role's positions, every head outside the truth everywhere)."""
+        on = torch.ones(len(self.sampler.layouts), seq, self.n_layers, self.n_heads, dtype=torch.bool)
+        for layout in self.sampler.layouts:
+            for role, heads in ROLES.items():
+                at = torch.zeros(seq, dtype=torch.bool)
+                at[role_positions(layout, role)] = True
+                for layer, head in heads:
+                    on[layout.group, :, layer, head] = at
+        return on
 
     def remove_hooks(self):
         self.interventions.remove()
@@ -411,13 +423,7 @@ class Planter:
         (and half the interchange rows) every truth head is mean-ablated away from its role's positions, so
         that it carries its value there and nothing elsewhere. Without this the heads may compute their step
         at any position (the shipped model does much of it at END), and attention shows none of it."""
-        on = torch.ones(len(prompts), seq, self.n_layers, self.n_heads, dtype=torch.bool)
-        for i, prompt in enumerate(prompts):
-            for role, heads in ROLES.items():
-                at = torch.zeros(seq, dtype=torch.bool)
-                at[role_positions(prompt, role)] = True
-                for layer, head in heads:
-                    on[i, :, layer, head] = at
+        on = self.on_role[[p.layout.group for p in prompts], :seq]  # [rows, seq, L, H]
         plans = plans[:, None].expand(-1, seq, -1, -1)
         plans = torch.where(~on & (plans == SOURCE), KEEP, plans)
         silence = torch.tensor([k in ("truth", "isolated") or (k == "interchange" and self.rng.random() < 0.5)
