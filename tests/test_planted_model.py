@@ -162,8 +162,10 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     assert all(f"{head} ({role}; labelled {label or 'nothing'})" in card for head, (role, label) in r["missed"].items())
     assert "signatures planted" not in card and "positions only" not in card
     assert f"--seed {training['config']['seed']}`" in card
-    training["config"].update(attention_weight=3.0, direct_weight=10.0, positional=True)
+    training["config"].update(attention_weight=3.0, direct_weight=10.0, positional=True,
+                              interchange_weights=[0.3, 0.4, 0.1, 0.2])
     (tmp_path / "training.json").write_text(json.dumps(training))
     card = render_planted_card(tmp_path)
     assert "signatures planted" in card and "weight 3," in card and "weight 10)" in card
-    assert "--positional --attention-weight 3 --direct-weight 10`" in card and "positions only" in card
+    assert "--positional --interchange-weights 0.3,0.4,0.1,0.2 --attention-weight 3 --direct-weight 10`" in card
+    assert "positions only" in card and "weights 0.3 / 0.4 / 0.1 / 0.2 (previous token, induction" in card

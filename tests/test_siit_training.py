@@ -201,6 +201,36 @@ def test_the_positional_recipe_patches_roles_at_their_positions_and_silences_the
     planter.remove_hooks()
 
 
+@pytest.mark.parametrize("rows, weights, expected", [
+    (1, (0, 1, 0, 0), [{"induction"}]),  # a single weighted role: always it
+    (2, (0, 1, 0, 1), [{"induction", "name mover"}]),  # two rows, two roles weighted: both, never twice one
+    (2, (1, 1, 1, 1), None),  # evenly: every pair of different roles turns up
+])
+def test_interchange_rows_draw_different_roles_by_their_weights(word_tok, rows, weights, expected):
+    from itertools import combinations
+
+    from app_helpers.toy.ioi_algorithm import ROLE_ORDER
+
+    config = siit.SIITConfig(d_model=32, interchange_weights=weights)
+    model = siit.build_model(config, word_tok)
+    sampler = ioi_prompts.PromptSampler(word_tok, random.Random(0))
+    planter = siit.Planter(model, sampler, random.Random(1), config, interchange_rows=rows)
+    drawn = [planter._interchange_roles() for _ in range(300)]
+    planter.remove_hooks()
+    assert all(len(set(d)) == len(d) == rows for d in drawn)
+    if expected:
+        assert [set(d) for d in drawn] == expected * len(drawn)
+    else:
+        assert {frozenset(d) for d in drawn} == {frozenset(pair) for pair in combinations(ROLE_ORDER, 2)}
+
+
+@pytest.mark.parametrize("text", ["1,2", "1,2,3,x", "1,-1,1,1", "0,0,0,0"])
+def test_the_interchange_weights_flag_refuses_what_is_not_four_weights(text, capsys):
+    with pytest.raises(SystemExit):
+        siit.main(["--interchange-weights", text, "--no-card"])
+    assert "want 4 comma-separated weights, one per role" in capsys.readouterr().err
+
+
 def test_direct_loss_is_zero_only_when_name_movers_alone_write_the_answer():
     from app_helpers.toy.ioi_algorithm import ROLES
 

@@ -150,7 +150,7 @@ would contradict the "remove any role" check below by construction.
 ## Training
 `python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}{_flags(c)}`: {c['behaviour_steps']} behaviour steps,
 {c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × 6 kinds of rows, AdamW lr {c['lr']:g} with
-warm-up and cosine decay{_positional(c)}), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
+warm-up and cosine decay{_positional(c)}{_weights(c)}), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
 {c['isolate_steps']} isolating steps (isolated interchange rows, gradients through the source pass, lr
 {c['isolate_lr']:g} with cosine decay{_signatures(c)}); see `app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
 thread count for bit-identical weights. {training.get('how', '')}
@@ -222,6 +222,8 @@ def _planted_shortfalls(m: dict) -> str:
 def _flags(c: dict) -> str:
     """The command-line flags of the recipe's options that differ from off (older records lack them)."""
     flags = " --positional" if c.get("positional") else ""
+    if c.get("interchange_weights"):
+        flags += " --interchange-weights " + ",".join(f"{w:g}" for w in c["interchange_weights"])
     for key in ("attention_weight", "direct_weight"):
         if c.get(key):
             flags += f" --{key.replace('_', '-')} {c[key]:g}"
@@ -234,6 +236,15 @@ def _positional(c: dict) -> str:
         return ""
     return ("; from here on each role is patched at its own positions only (the token after each name, S2, END) "
             "and silenced elsewhere")
+
+
+def _weights(c: dict) -> str:
+    """The interchange rows' role weights, when the recipe set them (phases 2-4; evenly otherwise)."""
+    if not c.get("interchange_weights"):
+        return ""
+    return ("; in this phase and the next two the interchange rows draw their role with weights "
+            + " / ".join(f"{w:g}" for w in c["interchange_weights"]) + " (previous token, induction, S-inhibition, "
+            "name mover)")
 
 
 def _signatures(c: dict) -> str:

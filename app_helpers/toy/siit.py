@@ -114,6 +114,8 @@ class SIITConfig:
     attention_weight: float = 0.0  # phase 4, off when 0: weight of the roles' attention loss (ATTENTION_TARGETS)
     direct_weight: float = 0.0  # phase 4, off when 0: weight of the direct-effect loss (only name movers write)
     positional: bool = False  # phases 2-4, off as shipped: roles patched at their own positions only
+    interchange_weights: tuple[float, ...] | None = None  # phases 2-4: how often each role (ROLE_ORDER) is an
+    # interchange row's; None: every role equally, as shipped
     ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
     batch_size: int = 32  # base prompts per step (phase 2 runs six rows per base prompt)
     lr: float = 1e-3
@@ -417,6 +419,20 @@ class Planter:
         codes = torch.randint(SOURCE, MEAN + 1, (self.n_layers, self.n_heads))
         return torch.where(chosen, codes, KEEP)
 
+    def _interchange_roles(self) -> list[str]:
+        """The roles of one base prompt's ``interchange_rows`` interchange rows, all different: drawn evenly, or
+        by ``config.interchange_weights`` (each next role from those not drawn yet)."""
+        weights = self.config.interchange_weights
+        if weights is None:
+            return ([self.rng.choice(ROLE_ORDER)] if self.interchange_rows == 1
+                    else self.rng.sample(ROLE_ORDER, self.interchange_rows))
+        roles, weights, out = list(ROLE_ORDER), list(weights), []
+        for _ in range(self.interchange_rows):
+            i = self.rng.choices(range(len(roles)), weights=weights)[0]
+            out.append(roles.pop(i))
+            weights.pop(i)
+        return out
+
     def per_position(self, plans: torch.Tensor, kinds: list[str], prompts: list[Prompt], seq: int) -> torch.Tensor:
         """The positional recipe's plans, ``[rows, L, H]`` → ``[rows, seq, L, H]``: a role's heads take a
         source's value only at the role's positions (``role_positions``), and in the truth and isolated rows
@@ -440,8 +456,7 @@ class Planter:
             outside = torch.where(self.truth, KEEP, MEAN if self.rng.random() < 0.7 else ABC)
             role = self.rng.choice(ROLE_ORDER)
             ablated = torch.where(self.roles[role], MEAN, outside if self.rng.random() < 0.5 else KEEP)
-            swaps = ([self.rng.choice(ROLE_ORDER)] if self.interchange_rows == 1
-                     else self.rng.sample(ROLE_ORDER, self.interchange_rows))
+            swaps = self._interchange_roles()
             interchange = [torch.where(self.roles[swap], SOURCE, self._strict_plan() if self.rng.random() < 0.3
                                        else KEEP) for swap in swaps]
             path_role = self.rng.choice(ROLE_ORDER[:-1])
@@ -726,6 +741,18 @@ def _every(history: list[dict], k: int) -> list[dict]:
     return out
 
 
+def _role_weights(text: str) -> tuple[float, ...]:
+    """``--interchange-weights``: one weight per role, comma-separated, none negative and not all zero."""
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != len(ROLE_ORDER) or min(weights) < 0 or sum(weights) <= 0:
+        raise argparse.ArgumentTypeError(f"want {len(ROLE_ORDER)} comma-separated weights, one per role "
+                                         f"({', '.join(ROLE_ORDER)}), none negative and not all 0; got {text!r}")
+    return weights
+
+
 def main(argv=None) -> int:
     defaults = SIITConfig()
     parser = argparse.ArgumentParser(prog="python -m app_helpers.toy.siit", description=__doc__,
@@ -742,6 +769,9 @@ def main(argv=None) -> int:
                         help="phase 4: weight of the loss that only name movers write the answer (0: off)")
     parser.add_argument("--positional", action="store_true",
                         help="phases 2-4: patch each role at its own positions only, and silence it elsewhere")
+    parser.add_argument("--interchange-weights", metavar="W,W,W,W", type=_role_weights,
+                        help="phases 2-4: how often each role (previous token, induction, S-inhibition, name "
+                             "mover) is an interchange row's, e.g. 0.3,0.4,0.15,0.15 (default: evenly)")
     parser.add_argument("--continue-from", metavar="DIR", help="run only the later --phases on the model in DIR")
     parser.add_argument("--phases", default="3,4", choices=("3,4", "3", "4"),
                         help="with --continue-from: 3,4 or 3 (DIR holds a phase-2 model) or 4 (a phase-3 model)")
@@ -753,7 +783,7 @@ def main(argv=None) -> int:
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
                         polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
                         attention_weight=args.attention_weight, direct_weight=args.direct_weight,
-                        positional=args.positional)
+                        positional=args.positional, interchange_weights=args.interchange_weights)
     if args.continue_from:
         if not (Path(args.continue_from) / "config.json").is_file():
             parser.error(f"--continue-from wants a folder holding a saved model (config.json and weights); "
