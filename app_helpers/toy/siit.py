@@ -64,7 +64,14 @@ TPR 0.80 (8 of 10 heads, precision 1.00), 7 distinct circuits, APP ×2.6 with pr
 2 / 10, and interchange accuracy 84 / 75 / 98 / 96 % (induction right on 148 of the 185 pairs whose source has
 the base's own names, 185 without ``--positional``; twice induction's share of the isolated rows gives 78 %
 only). Neither is shipped: interchange accuracy is what makes the truth known by construction, and these runs
-trade it away for strictness.
+trade it away for strictness. Nor is it a matter of how often each role is trained: drawing the interchange rows'
+roles unevenly (``--interchange-weights 0.3,0.4,0.1,0.2``, upstream roles most; the full positional command,
+60 minutes) leaves induction at 81 % and previous token at 81 % and costs the name movers (91 %), with 1 / 4
+edges and TPR 0.60; its phase 4 with ``--direct-weight 10`` lifts induction to 97 % and path patching sees 3 / 4
+edges, but S-inhibition falls to 78 %, heads outside the truth move the logit difference by 3.8 %, and removing
+the previous-token heads keeps Perf at 111 % (induction no longer needs them). A likely cause, untested: patched at S2 only, induction's value sits beside S2's own token,
+which is the repeated name on every real prompt, so the heads downstream can read the base's answer from the
+token as well as the source's from induction.
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command.
 Seeded: the same seed and thread count give the same weights.
