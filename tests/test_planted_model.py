@@ -90,6 +90,16 @@ def test_name_movers_write_the_name_itself(by_names):
     assert total >= 50 and right / total >= 0.9, by_names["name mover"]
 
 
+def test_the_name_at_s2_reaches_the_answer_only_through_attention(model):
+    """Holding every head at its value, switching S2's name changes nothing (exactly); holding none, the
+    answer flips; the induction heads alone sit in between (the card's number)."""
+    every = [(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
+    assert pc.s2_bypass(model, every, n=50) == pytest.approx(1.0, abs=1e-4)
+    nothing = pc.s2_bypass(model, [], n=50)
+    assert nothing < -0.5
+    assert nothing < pc.s2_bypass(model, ROLES["induction"], n=50) < 1.0
+
+
 @pytest.mark.xfail(strict=True, reason="shipped model: previous token 80.0 % (target 95 %; right on 162/185 pairs "
                    "with the base's own names, 10/30 with one other) — see data/app-planted/README.md")
 def test_interchange_accuracy_of_every_role(interchange):
@@ -161,6 +171,7 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     assert f"{r['recovered']}/{r['total']} truth heads get their planted role" in card
     assert all(f"{head} ({role}; labelled {label or 'nothing'})" in card for head, (role, label) in r["missed"].items())
     assert "signatures planted" not in card and "positions only" not in card
+    assert f"keeps {measured['s2_bypass']['induction'] * 100:.0f} % of the logit difference" in card
     assert f"--seed {training['config']['seed']}`" in card
     training["config"].update(attention_weight=3.0, direct_weight=10.0, positional=True,
                               interchange_weights=[0.3, 0.4, 0.1, 0.2])

@@ -165,6 +165,9 @@ thread count for bit-identical weights. {training.get('how', '')}
 
 - Interchange accuracy (N = 400 (base, source) pairs with a one-name prediction): {ic}.
   By the source's names (right/pairs): {_by_names(m, m['interchange_by_names'])}.
+- S2's own token: switching the name at S2 to the other name (the answer flips) while the induction heads keep
+  their values keeps {_bypass(m, 'induction')} of the logit difference; 100 % would mean that only they read S2's token
+  (holding nothing: {_bypass(m, 'nothing held')}; holding the S-inhibition heads: {_bypass(m, 's-inhibition')}).
 - Strictness: noising one head outside the truth changes the logit difference by at most
   {st['resample']['max_change'] * 100:.2f} % (head {st['resample']['head']}, its own ABC prompt) and
   {st['mean']['max_change'] * 100:.2f} % (head {st['mean']['head']}, group mean).
@@ -185,6 +188,10 @@ thread count for bit-identical weights. {training.get('how', '')}
     return card
 
 
+def _bypass(m: dict, held: str) -> str:
+    return f"{m['s2_bypass'][held] * 100:.0f} %"
+
+
 def _planted_shortfalls(m: dict) -> str:
     """What falls short, with the numbers that show where (written from the measurements)."""
     c = m["criteria"]
@@ -197,7 +204,10 @@ def _planted_shortfalls(m: dict) -> str:
         lines.append("- Interchange accuracy below 95 % for " + ", ".join(f"{r} ({a * 100:.1f} %)" for r, a in weak.items())
                      + ". By the source's names: " + _by_names(m, weak) + ". Where a role is right with the base's "
                      "own names and wrong with others, its heads carry *which* of the base's names (a slot), "
-                     "not the name.")
+                     "not the name." + (" And the heads downstream read S2's own token around the induction heads: "
+                     f"with those held, switching the name at S2 keeps only {_bypass(m, 'induction')} of the logit "
+                     "difference, so a source's induction value competes with the base's own token."
+                                        if "induction" in weak else ""))
     if not c["noising one head outside the truth moves LD < 3 %"]:
         st = m["strictness"]
         lines.append(f"- Heads outside the truth still matter a little: noising {st['resample']['head']} moves the logit "

@@ -4,6 +4,8 @@
   template group, the evaluator's default);
 - ``interchange_accuracy``: per role, how often patching that role's heads from a source prompt changes
   the answer exactly as the high-level model (``toy.ioi_algorithm``) says;
+- ``s2_bypass``: how much of the answer follows S2's own token around the heads that should read it (why a
+  middle role's interchange accuracy can fall short);
 - ``strictness``: the largest change of the logit difference when one head outside the truth is noised;
 - ``layering``: which heads path patching ranks first into the logits and into each role's input;
 - ``role_recovery``: how many truth heads ``roles.label_heads`` gives their planted role, from Wang et al.'s
@@ -14,7 +16,7 @@ The card (``toy.card``), the tests and the notebooks all call these, so they rep
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -27,7 +29,7 @@ from ..pipeline import run_comparison
 from ..roles import label_heads, recovery
 from ..tasks import make_task
 from .checks import task_accuracy
-from .ioi_algorithm import ROLE_EDGES, ROLES, run
+from .ioi_algorithm import ROLE_EDGES, ROLES, Story, run
 from .ioi_prompts import PromptSampler, pad
 
 HELD_OUT_SEED = 12345
@@ -73,13 +75,7 @@ def interchange_by_names(model, n: int = 400, seed: int = HELD_OUT_SEED) -> dict
     out = {}
     for role, heads in ROLES.items():
         targets = [run(b.story, {role: s.story}) for b, s in zip(bases, sources)]
-        layers = sorted({layer for layer, _ in heads})
-        with torch.inference_mode():
-            _, cache = model.run_with_cache(source_tokens, names_filter=[hook_name(l, "z") for l in layers])
-            hooks = [(hook_name(l, "z"), _replace([h for ll, h in heads if ll == l],
-                                                          cache[hook_name(l, "z")])) for l in layers]
-            logits = model.run_with_hooks(base_tokens, fwd_hooks=hooks)
-        top = logits[torch.arange(n, device=device), end].argmax(-1).tolist()
+        top = _patched_end_logits(model, base_tokens, source_tokens, heads, end).argmax(-1).tolist()
         counts = {category: [0, 0] for category in NAME_OVERLAP}
         for i, target in enumerate(targets):
             if max(target.values()) == 1.0:
@@ -93,6 +89,51 @@ def share_right(counts) -> float:
     """Right / pairs over ``[right, pairs]`` counts (0 when there are no pairs)."""
     counts = list(counts)
     return sum(c[0] for c in counts) / max(1, sum(c[1] for c in counts))
+
+
+def _patched_end_logits(model, tokens: torch.Tensor, source_tokens: torch.Tensor, heads, end: torch.Tensor):
+    """Logits at ``end`` [n] of ``tokens`` [n, seq] with ``heads`` (layer, head) given their z from
+    ``source_tokens`` [n, seq] at every position: ``[n, vocab]``."""
+    layers = sorted({layer for layer, _ in heads})
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(source_tokens, names_filter=[hook_name(l, "z") for l in layers])
+        hooks = [(hook_name(l, "z"), _replace([h for ll, h in heads if ll == l], cache[hook_name(l, "z")]))
+                 for l in layers]
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    return logits[torch.arange(len(end), device=end.device), end]
+
+
+def s2_bypass(model, heads, n: int = 200, seed: int = HELD_OUT_SEED) -> float:
+    """How much of the logit difference reaches the answer from S2's token *around* ``heads``.
+
+    The algorithm reads the name at S2 in one place only: the induction heads. Switch that name to the other
+    one (the answer flips) while ``heads`` keep their values from the unswitched prompt: if nothing else reads
+    S2's token, the answer stays. Returns mean LD(switched, heads held) / mean LD(prompt), with LD = logit of
+    the prompt's answer − logit of its repeated name at END: 1 when only ``heads`` read S2's token, about −1
+    when they are bypassed entirely (holding no heads: the answer flips). Holding every head gives exactly 1
+    (the name at S2 reaches END through attention only)."""
+    sampler = PromptSampler(model.tokenizer, random.Random(seed))
+    bases = [sampler.base() for _ in range(n)]
+    switched = [replace(b, story=Story(b.story.names, b.story.answer), s2=b.story.answer) for b in bases]
+    device = next(model.parameters()).device
+    tokens, tokens_switched = (pad([p.ids(sampler.vocab) for p in ps], model.tokenizer.pad_token_id).to(device)
+                               for ps in (bases, switched))
+    end = torch.tensor([b.layout.end for b in bases], device=device)
+    answer, repeated = (torch.tensor([sampler.vocab[getattr(b.story, k)] for b in bases], device=device)[:, None]
+                        for k in ("answer", "repeated"))
+
+    def logit_diff(logits):
+        return float((logits.gather(1, answer) - logits.gather(1, repeated)).mean())
+
+    held = _patched_end_logits(model, tokens_switched, tokens, list(heads), end)
+    return logit_diff(held) / logit_diff(_patched_end_logits(model, tokens, tokens, [], end))
+
+
+def s2_bypass_by_role(model) -> dict[str, float]:
+    """``s2_bypass`` holding nothing, the induction heads (the algorithm's only reader of S2's token), and the
+    S-inhibition heads (what reaches END from S2 around them)."""
+    return {"nothing held": s2_bypass(model, []),
+            **{role: s2_bypass(model, ROLES[role]) for role in ("induction", "s-inhibition")}}
 
 
 def _replace(heads: list[int], source_z: torch.Tensor):
@@ -198,7 +239,7 @@ def measure(model) -> dict:
               for h in range(lay.to_logits.shape[1]) if (l, h) in truth or abs(float(lay.to_logits[l, h])) >= 0.05}
     m = {"ioi_accuracy": acc, "ioi_logit_diff": ld, "perf": faithfulness(model, task),
          "interchange_accuracy": {role: share_right(c.values()) for role, c in by_names.items()},
-         "interchange_by_names": by_names, "strictness": strictness(model, task),
+         "interchange_by_names": by_names, "s2_bypass": s2_bypass_by_role(model), "strictness": strictness(model, task),
          "layering": {"top": lay.top, "holds": lay.holds, "direct_effects": direct},
          "search": search_quality(model), "role_recovery": role_recovery(model)}
     return {**m, "criteria": criteria(m)}
