@@ -170,13 +170,14 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     r = measured["role_recovery"]
     assert f"{r['recovered']}/{r['total']} truth heads get their planted role" in card
     assert all(f"{head} ({role}; labelled {label or 'nothing'})" in card for head, (role, label) in r["missed"].items())
-    assert "signatures planted" not in card and "positions only" not in card
+    assert "signatures planted" not in card and "positions only" not in card and "token row" not in card
     assert f"keeps {measured['s2_bypass']['induction'] * 100:.0f} % of the logit difference" in card
     assert f"--seed {training['config']['seed']}`" in card
     training["config"].update(attention_weight=3.0, direct_weight=10.0, positional=True,
-                              interchange_weights=[0.3, 0.4, 0.1, 0.2])
+                              interchange_weights=[0.3, 0.4, 0.1, 0.2], token_rows=True)
     (tmp_path / "training.json").write_text(json.dumps(training))
     card = render_planted_card(tmp_path)
     assert "signatures planted" in card and "weight 3," in card and "weight 10)" in card
-    assert "--positional --interchange-weights 0.3,0.4,0.1,0.2 --attention-weight 3 --direct-weight 10`" in card
+    assert ("--positional --interchange-weights 0.3,0.4,0.1,0.2 --attention-weight 3 --direct-weight 10 --token-rows`"
+            in card) and "also gets a token row" in card
     assert "positions only" in card and "weights 0.3 / 0.4 / 0.1 / 0.2 (previous token, induction" in card

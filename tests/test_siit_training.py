@@ -72,10 +72,11 @@ def test_interventions_replace_exactly_the_planned_heads(word_tok):
     iv.remove()
 
 
-@pytest.mark.parametrize("positional", [False, True])
-def test_planting_steps_lower_the_behaviour_interchange_strict_and_isolated_losses(word_tok, positional):
+@pytest.mark.parametrize("positional, token_rows", [(False, False), (True, False), (True, True)])
+def test_planting_steps_lower_the_behaviour_interchange_strict_and_isolated_losses(word_tok, positional, token_rows):
     torch.manual_seed(0)
-    config = siit.SIITConfig(d_model=32, attention_weight=1.0, direct_weight=1.0, positional=positional)
+    config = siit.SIITConfig(d_model=32, attention_weight=1.0, direct_weight=1.0, positional=positional,
+                             token_rows=token_rows)
     model = siit.build_model(config, word_tok)
     with torch.no_grad():  # make every head matter, as in a trained model, so strictness has something to fix
         for block in model.transformer.h:
@@ -100,8 +101,53 @@ def test_planting_steps_lower_the_behaviour_interchange_strict_and_isolated_loss
             loss.backward()
             optimiser.step()
     after = {k: float(v) for k, v in losses(123).items() if k != "accuracy"}
-    for name in ("clean", "interchange", "strict", "isolated", "attention", "direct"):
+    for name in ("clean", "interchange", "strict", "isolated", "attention", "direct") + ("token",) * token_rows:
         assert after[name] < before[name], (name, before, after)
+    assert ("token" in before) == token_rows
+
+
+def test_token_rows_switch_the_name_at_s2_only_and_hold_what_reads_it(word_tok):
+    """A token row is its base prompt with a fresh name at S2, the previous-token and induction heads held at
+    the clean row's values. Known answer: with *every* head held, nothing carries S2 to END, so the row's
+    output is the clean row's exactly; with none held it is not."""
+    from app_helpers.toy.ioi_algorithm import ROLES
+
+    torch.manual_seed(0)
+    config = siit.SIITConfig(d_model=32, token_rows=True)
+    model = siit.build_model(config, word_tok)
+    with torch.no_grad():  # heads that matter, as in a trained model
+        for block in model.transformer.h:
+            block.attn.c_proj.weight.mul_(20)
+    sampler = ioi_prompts.PromptSampler(word_tok, random.Random(0))
+    planter = siit.Planter(model, sampler, random.Random(0), config)
+    readers = {h for role in ("previous token", "induction") for h in ROLES[role]}
+    for layer in range(8):
+        for head in range(8):
+            assert planter.s2_readers[layer, head] == (siit.CLEAN if (layer, head) in readers else siit.KEEP)
+    seen = {}
+    forward = model.forward
+    model.forward = lambda input_ids, **kw: seen.setdefault("tokens", []).append(input_ids) or forward(input_ids, **kw)
+
+    def token_loss(plan):
+        planter.s2_readers = plan
+        planter.rng.seed(1)
+        planter.sampler.rng.seed(1)
+        seen.clear()
+        bases = [sampler.base() for _ in range(8)]
+        with torch.no_grad():
+            return float(planter.losses(bases)["token"]), bases, seen["tokens"][-1]
+
+    held, bases, tokens = token_loss(torch.full((8, 8), siit.CLEAN))
+    free, _, _ = token_loss(torch.full((8, 8), siit.KEEP))
+    assert held < 1e-9 and free > 1e-6  # KL; the random model is unsure of everything, so both are small
+    k = len(tokens) // len(bases)
+    for i, base in enumerate(bases):
+        clean, token = tokens[i * k], tokens[i * k + k - 1]  # the token row comes last (no isolated row)
+        differ = (clean != token).nonzero()[:, 0].tolist()
+        assert differ == [base.layout.s2]
+        assert int(token[base.layout.s2]) not in {sampler.vocab[n] for n in base.story.names}
+    model.forward = forward
+    planter.remove_hooks()
 
 
 def test_the_training_command_writes_a_loadable_model(tmp_path):

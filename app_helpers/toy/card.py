@@ -150,7 +150,7 @@ would contradict the "remove any role" check below by construction.
 ## Training
 `python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}{_flags(c)}`: {c['behaviour_steps']} behaviour steps,
 {c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × 6 kinds of rows, AdamW lr {c['lr']:g} with
-warm-up and cosine decay{_positional(c)}{_weights(c)}), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
+warm-up and cosine decay{_positional(c)}{_weights(c)}{_token_rows(c)}), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
 {c['isolate_steps']} isolating steps (isolated interchange rows, gradients through the source pass, lr
 {c['isolate_lr']:g} with cosine decay{_signatures(c)}); see `app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
 thread count for bit-identical weights. {training.get('how', '')}
@@ -237,7 +237,7 @@ def _flags(c: dict) -> str:
     for key in ("attention_weight", "direct_weight"):
         if c.get(key):
             flags += f" --{key.replace('_', '-')} {c[key]:g}"
-    return flags
+    return flags + (" --token-rows" if c.get("token_rows") else "")
 
 
 def _positional(c: dict) -> str:
@@ -246,6 +246,14 @@ def _positional(c: dict) -> str:
         return ""
     return ("; from here on each role is patched at its own positions only (the token after each name, S2, END) "
             "and silenced elsewhere")
+
+
+def _token_rows(c: dict) -> str:
+    """The token rows, when used: phases 2-4 switch the name at S2 with what reads it held."""
+    if not c.get("token_rows"):
+        return ""
+    return ("; in this phase and the next two each base prompt also gets a token row: another name at S2, the "
+            "previous-token and induction heads held at their clean values, the clean output as target")
 
 
 def _weights(c: dict) -> str:

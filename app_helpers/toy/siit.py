@@ -18,12 +18,20 @@ role ablated  one role's heads: group mean (the rest of the truth kept)    no pr
 interchange   one role's heads: from a source prompt                       the algorithm's output
 path          one role (not the name movers) from a source; every other    the clean row's output
               head held at its clean value
+token         (``--token-rows`` only) S2's token from the ABC prompt; the  the clean row's output
+              previous-token and induction heads held at their clean
+              values
 ============  ==========================================================  ===============================
 
 "The clean row's output": its distribution (KL). "Group mean" is the mean z over ABC-corrupted prompts of the same template and name order, per position
 (the kit's evaluator ablates this way; kept as a running mean during training). The truth-only and strict
 rows make heads outside the map irrelevant; the path rows make each role act only through the next
 one (what path patching will look for); the interchange and ablation rows plant the algorithm itself.
+The token rows (``--token-rows``, off in the shipped recipe) do for the input what the path rows do for the
+roles: in the high-level model the name at S2 reaches the answer only through induction, so with induction
+(and what it reads) held, a different name at S2 must change nothing. Without them the heads downstream may
+read S2's own token (the repeated name on every real prompt) beside induction's output, and a source's
+induction value then competes with the base's token (``planted_checks.s2_bypass`` measures how much).
 Phase 3 (polish) starts a fresh optimiser (constant ``polish_lr``) and seed from phase 2's weights, with
 two interchange rows per base prompt (more signal for the weakest roles), half the strict rows noising
 one to three heads only, and the strict rows' relative change of the logit difference in their loss
@@ -97,7 +105,7 @@ from .ioi_prompts import Layout, Prompt, PromptSampler, pad
 from .train import gpt2_model, warmup_cosine
 
 KEEP, SOURCE, ABC, MEAN, CLEAN = range(5)  # where a head's z comes from in a row
-ROW_KINDS = ("clean", "truth", "strict", "ablated", "interchange", "path", "isolated")
+ROW_KINDS = ("clean", "truth", "strict", "ablated", "interchange", "path", "token", "isolated")
 ISOLATED_WEIGHTS = (0.2, 0.2, 0.2, 0.4)  # how often each role (ROLE_ORDER) is the isolated row's: name movers most
 #: Phase 4's interchange sources (``PromptSampler.source_mix``): more with one of the base's names and a fresh
 #: one, the only pairs that tell "the repeated name" from "the other name" apart for the middle roles.
@@ -123,6 +131,7 @@ class SIITConfig:
     positional: bool = False  # phases 2-4, off as shipped: roles patched at their own positions only
     interchange_weights: tuple[float, ...] | None = None  # phases 2-4: how often each role (ROLE_ORDER) is an
     # interchange row's; None: every role equally, as shipped
+    token_rows: bool = False  # phases 2-4, off as shipped: one token row per base prompt (S2's name switched)
     ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
     batch_size: int = 32  # base prompts per step (phase 2 runs six rows per base prompt)
     lr: float = 1e-3
@@ -395,6 +404,9 @@ class Planter:
         self.means = GroupMeans(len(sampler.layouts), self.n_layers, seq, self.n_heads, cfg.n_embd // cfg.n_head)
         self.pad_id = cfg.pad_token_id
         self.on_role = self._on_role(seq) if config.positional else None
+        #: the token rows' plan: the heads that read the name at S2 in the high-level model held at their
+        #: clean values (previous token, which induction reads, and induction), every other head computes
+        self.s2_readers = torch.where(self.roles["previous token"] | self.roles["induction"], CLEAN, KEEP)
 
     def _on_role(self, seq: int) -> torch.Tensor:
         """[n_groups, seq, L, H]: where each head may carry its value in each layout, once for the whole run
@@ -475,6 +487,8 @@ class Planter:
                     *[("interchange", plan, encode_target(run(base.story, {swap: source.story}), vocab), swap)
                       for swap, plan in zip(swaps, interchange)],
                     ("path", path, None, path_role)]
+            if self.config.token_rows:
+                out.append(("token", self.s2_readers, None, None))
             if self.isolated:
                 out.append(self._isolated_row(base, source))
         return out
@@ -512,6 +526,9 @@ class Planter:
         kinds = [row[0] for row in rows]
         base_ids = [b.ids(vocab) for b in bases]
         tokens = pad([base_ids[i] for i in base_of_row.tolist()], self.pad_id)
+        for i, (kind, b) in enumerate(zip(kinds, base_of_row.tolist())):
+            if kind == "token":  # S2's name from the base's ABC prompt: a name the base does not hold
+                tokens[i, bases[b].layout.s2] = vocab[abcs[b].s2]
         plans = torch.stack([row[1] for row in rows])  # [rows, L, H]
         iv.plan = self.per_position(plans, kinds, [bases[i] for i in base_of_row.tolist()], tokens.shape[1]) \
             if self.positional else plans[:, None]
@@ -539,7 +556,7 @@ class Planter:
             idx = torch.tensor([i for i, k_ in enumerate(kinds) if k_ == kind], dtype=torch.long)
             if not len(idx):
                 continue
-            if kind in ("truth", "strict", "path"):
+            if kind in ("truth", "strict", "path", "token"):
                 out[kind] = F.kl_div(final[idx], clean[idx], log_target=True, reduction="batchmean")
                 if kind == "strict" and self.ld_weight:
                     # KL barely sees a logit difference move once the answer is certain: add the relative
@@ -776,6 +793,8 @@ def main(argv=None) -> int:
                         help="phase 4: weight of the loss that only name movers write the answer (0: off)")
     parser.add_argument("--positional", action="store_true",
                         help="phases 2-4: patch each role at its own positions only, and silence it elsewhere")
+    parser.add_argument("--token-rows", action="store_true",
+                        help="phases 2-4: rows that switch the name at S2 with induction held (off as shipped)")
     parser.add_argument("--interchange-weights", metavar="W,W,W,W", type=_role_weights,
                         help="phases 2-4: how often each role (previous token, induction, S-inhibition, name "
                              "mover) is an interchange row's, e.g. 0.3,0.4,0.15,0.15 (default: evenly)")
@@ -790,7 +809,8 @@ def main(argv=None) -> int:
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
                         polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
                         attention_weight=args.attention_weight, direct_weight=args.direct_weight,
-                        positional=args.positional, interchange_weights=args.interchange_weights)
+                        positional=args.positional, interchange_weights=args.interchange_weights,
+                        token_rows=args.token_rows)
     if args.continue_from:
         if not (Path(args.continue_from) / "config.json").is_file():
             parser.error(f"--continue-from wants a folder holding a saved model (config.json and weights); "
