@@ -174,10 +174,11 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     assert f"keeps {measured['s2_bypass']['induction'] * 100:.0f} % of the logit difference" in card
     assert f"--seed {training['config']['seed']}`" in card
     training["config"].update(attention_weight=3.0, direct_weight=10.0, positional=True,
-                              interchange_weights=[0.3, 0.4, 0.1, 0.2], token_rows=True)
+                              interchange_weights=[0.3, 0.4, 0.1, 0.2], token_rows=True, head_level_share=0.5)
     (tmp_path / "training.json").write_text(json.dumps(training))
     card = render_planted_card(tmp_path)
     assert "signatures planted" in card and "weight 3," in card and "weight 10)" in card
-    assert ("--positional --interchange-weights 0.3,0.4,0.1,0.2 --attention-weight 3 --direct-weight 10 --token-rows`"
-            in card) and "also gets a token row" in card
+    assert ("--positional --interchange-weights 0.3,0.4,0.1,0.2 --attention-weight 3 --direct-weight 10 "
+            "--head-level-share 0.5 --token-rows`" in card) and "also gets a token row" in card
+    assert "except in 50 % of the interchange rows, patched at every position" in card
     assert "positions only" in card and "weights 0.3 / 0.4 / 0.1 / 0.2 (previous token, induction" in card

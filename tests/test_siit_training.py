@@ -106,6 +106,45 @@ def test_planting_steps_lower_the_behaviour_interchange_strict_and_isolated_loss
     assert ("token" in before) == token_rows
 
 
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_head_level_interchange_rows_patch_the_role_at_every_position(word_tok, share):
+    """``head_level_share`` 1: every interchange row gives its role's heads the source at every position (the
+    evaluator's interchange) and silences nothing; 0: at the role's positions only. Other rows unchanged."""
+    from app_helpers.circuits import planted_truth
+    from app_helpers.toy.ioi_algorithm import ROLES
+
+    config = siit.SIITConfig(d_model=32, positional=True, head_level_share=share)
+    model = siit.build_model(config, word_tok)
+    sampler = ioi_prompts.PromptSampler(word_tok, random.Random(0))
+    planter = siit.Planter(model, sampler, random.Random(0), config, isolated=True)
+    bases = [sampler.base() for _ in range(8)]
+    rows = planter.rows(bases, [sampler.source(b) for b in bases])
+    kinds = [row[0] for row in rows]
+    prompts = [bases[i] for i in torch.arange(len(bases)).repeat_interleave(len(rows) // len(bases)).tolist()]
+    plans = torch.stack([row[1] for row in rows])
+    seq = max(p.layout.end for p in prompts) + 1
+    out = planter.per_position(plans, kinds, prompts, seq)
+    for i, (kind, (_, _, _, role)) in enumerate(zip(kinds, rows)):
+        if kind != "interchange":
+            continue
+        for layer, head in ROLES[role]:
+            patched = out[i, :, layer, head] == siit.SOURCE
+            if share:  # the role from the source everywhere, the rest of the truth computes everywhere
+                others = [h for h in planted_truth().heads if h not in ROLES[role]]
+                assert patched.all() and all((out[i, :, l, h] == siit.KEEP).all() for l, h in others)
+            else:
+                assert patched.nonzero()[:, 0].tolist() == siit.role_positions(prompts[i].layout, role)
+
+
+@pytest.mark.parametrize("bad", [["--head-level-share", "1.5", "--positional"], ["--head-level-share", "nan",
+                                                                                   "--positional"],
+                                 ["--head-level-share", "0.5"]])
+def test_the_head_level_share_is_refused_outside_0_to_1_or_without_the_positional_recipe(tmp_path, capsys, bad):
+    with pytest.raises(SystemExit):
+        siit.main(["--out", str(tmp_path), "--no-card", *bad])
+    assert "--head-level-share is a share of the --positional recipe's interchange rows" in capsys.readouterr().err
+
+
 def test_token_rows_switch_the_name_at_s2_only_and_hold_what_reads_it(word_tok):
     """A token row is its base prompt with a fresh name at S2, the previous-token and induction heads held at
     the clean row's values. Known answer: with *every* head held, nothing carries S2 to END, so the row's

@@ -237,6 +237,8 @@ def _flags(c: dict) -> str:
     for key in ("attention_weight", "direct_weight"):
         if c.get(key):
             flags += f" --{key.replace('_', '-')} {c[key]:g}"
+    if c.get("head_level_share"):
+        flags += f" --head-level-share {c['head_level_share']:g}"
     return flags + (" --token-rows" if c.get("token_rows") else "")
 
 
@@ -244,8 +246,10 @@ def _positional(c: dict) -> str:
     """The positional recipe, when used: phases 2-4 patch each role at its own positions only."""
     if not c.get("positional"):
         return ""
+    whole = c.get("head_level_share", 0)
     return ("; from here on each role is patched at its own positions only (the token after each name, S2, END) "
-            "and silenced elsewhere")
+            "and silenced elsewhere" + (f", except in {whole * 100:g} % of the interchange rows, patched at every "
+                                        "position as the evaluator patches" if whole else ""))
 
 
 def _token_rows(c: dict) -> str:

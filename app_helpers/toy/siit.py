@@ -132,6 +132,7 @@ class SIITConfig:
     interchange_weights: tuple[float, ...] | None = None  # phases 2-4: how often each role (ROLE_ORDER) is an
     # interchange row's; None: every role equally, as shipped
     token_rows: bool = False  # phases 2-4, off as shipped: one token row per base prompt (S2's name switched)
+    head_level_share: float = 0.0  # with ``positional``: share of interchange rows patched at every position
     ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
     batch_size: int = 32  # base prompts per step (phase 2 runs six rows per base prompt)
     lr: float = 1e-3
@@ -457,8 +458,13 @@ class Planter:
         source's value only at the role's positions (``role_positions``), and in the truth and isolated rows
         (and half the interchange rows) every truth head is mean-ablated away from its role's positions, so
         that it carries its value there and nothing elsewhere. Without this the heads may compute their step
-        at any position (the shipped model does much of it at END), and attention shows none of it."""
+        at any position (the shipped model does much of it at END), and attention shows none of it.
+        ``config.head_level_share`` of the interchange rows keep the source at every position instead (and
+        silence nothing): what the kit's evaluator patches, a head at all positions."""
         on = self.on_role[[p.layout.group for p in prompts], :seq]  # [rows, seq, L, H]
+        share = self.config.head_level_share
+        whole = torch.tensor([share > 0 and k == "interchange" and self.rng.random() < share for k in kinds])
+        on = on | whole[:, None, None, None]
         plans = plans[:, None].expand(-1, seq, -1, -1)
         plans = torch.where(~on & (plans == SOURCE), KEEP, plans)
         silence = torch.tensor([k in ("truth", "isolated") or (k == "interchange" and self.rng.random() < 0.5)
@@ -795,6 +801,9 @@ def main(argv=None) -> int:
                         help="phases 2-4: patch each role at its own positions only, and silence it elsewhere")
     parser.add_argument("--token-rows", action="store_true",
                         help="phases 2-4: rows that switch the name at S2 with induction held (off as shipped)")
+    parser.add_argument("--head-level-share", type=float, default=defaults.head_level_share, metavar="P",
+                        help="with --positional: the share (0 to 1) of interchange rows whose role takes the source "
+                             "at every position, as the kit's evaluator patches (0 as shipped)")
     parser.add_argument("--interchange-weights", metavar="W,W,W,W", type=_role_weights,
                         help="phases 2-4: how often each role (previous token, induction, S-inhibition, name "
                              "mover) is an interchange row's, e.g. 0.3,0.4,0.15,0.15 (default: evenly)")
@@ -806,11 +815,14 @@ def main(argv=None) -> int:
     for flag in ("attention_weight", "direct_weight"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} is a loss weight, 0 (off) or more; got {getattr(args, flag):g}")
+    if not 0 <= args.head_level_share <= 1 or (args.head_level_share and not args.positional):
+        parser.error(f"--head-level-share is a share of the --positional recipe's interchange rows, from 0 to 1; "
+                     f"got {args.head_level_share:g}{'' if args.positional else ' without --positional'}")
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
                         polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
                         attention_weight=args.attention_weight, direct_weight=args.direct_weight,
                         positional=args.positional, interchange_weights=args.interchange_weights,
-                        token_rows=args.token_rows)
+                        token_rows=args.token_rows, head_level_share=args.head_level_share)
     if args.continue_from:
         if not (Path(args.continue_from) / "config.json").is_file():
             parser.error(f"--continue-from wants a folder holding a saved model (config.json and weights); "
