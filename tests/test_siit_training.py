@@ -106,6 +106,22 @@ def test_planting_steps_lower_the_behaviour_interchange_strict_and_isolated_loss
     assert ("token" in before) == token_rows
 
 
+def positional_plans(word_tok, n: int, **options):
+    """One positional planting step's rows for ``n`` base prompts on a small model: (rows, each row's base
+    prompt, the plans [rows, L, H], the per-position plans [rows, seq, L, H])."""
+    config = siit.SIITConfig(d_model=32, positional=True, **options)
+    sampler = ioi_prompts.PromptSampler(word_tok, random.Random(0))
+    planter = siit.Planter(siit.build_model(config, word_tok), sampler, random.Random(0), config, isolated=True)
+    bases = [sampler.base() for _ in range(n)]
+    rows = planter.rows(bases, [sampler.source(b) for b in bases])
+    prompts = [bases[i] for i in torch.arange(n).repeat_interleave(len(rows) // n).tolist()]
+    plans = torch.stack([row[1] for row in rows])
+    seq = max(p.layout.end for p in prompts) + 1
+    out = planter.per_position(plans, [row[0] for row in rows], prompts, seq)
+    planter.remove_hooks()
+    return rows, prompts, plans, out
+
+
 @pytest.mark.parametrize("share", [0.0, 1.0])
 def test_head_level_interchange_rows_patch_the_role_at_every_position(word_tok, share):
     """``head_level_share`` 1: every interchange row gives its role's heads the source at every position (the
@@ -113,17 +129,8 @@ def test_head_level_interchange_rows_patch_the_role_at_every_position(word_tok, 
     from app_helpers.circuits import planted_truth
     from app_helpers.toy.ioi_algorithm import ROLES
 
-    config = siit.SIITConfig(d_model=32, positional=True, head_level_share=share)
-    model = siit.build_model(config, word_tok)
-    sampler = ioi_prompts.PromptSampler(word_tok, random.Random(0))
-    planter = siit.Planter(model, sampler, random.Random(0), config, isolated=True)
-    bases = [sampler.base() for _ in range(8)]
-    rows = planter.rows(bases, [sampler.source(b) for b in bases])
+    rows, prompts, plans, out = positional_plans(word_tok, 8, head_level_share=share)
     kinds = [row[0] for row in rows]
-    prompts = [bases[i] for i in torch.arange(len(bases)).repeat_interleave(len(rows) // len(bases)).tolist()]
-    plans = torch.stack([row[1] for row in rows])
-    seq = max(p.layout.end for p in prompts) + 1
-    out = planter.per_position(plans, kinds, prompts, seq)
     for i, (kind, (_, _, _, role)) in enumerate(zip(kinds, rows)):
         if kind != "interchange":
             continue
@@ -254,17 +261,9 @@ def test_the_positional_recipe_patches_roles_at_their_positions_and_silences_the
     from app_helpers.circuits import planted_truth
     from app_helpers.toy.ioi_algorithm import ROLES
 
-    config = siit.SIITConfig(d_model=32, positional=True)
-    model = siit.build_model(config, word_tok)
-    sampler = ioi_prompts.PromptSampler(word_tok, random.Random(0))
-    planter = siit.Planter(model, sampler, random.Random(0), config, isolated=True)
-    bases = [sampler.base() for _ in range(6)]
-    rows = planter.rows(bases, [sampler.source(b) for b in bases])
+    rows, prompts, plans, out = positional_plans(word_tok, 6)
     kinds = [row[0] for row in rows]
-    prompts = [bases[i] for i in torch.arange(len(bases)).repeat_interleave(len(rows) // len(bases)).tolist()]
-    plans = torch.stack([row[1] for row in rows])
-    seq = max(p.layout.end for p in prompts) + 1
-    out = planter.per_position(plans, kinds, prompts, seq)
+    seq = out.shape[1]
     assert out.shape == (len(rows), seq, 8, 8)
     truth = planted_truth().head_mask(8, 8)
     silenced = set()
@@ -283,7 +282,6 @@ def test_the_positional_recipe_patches_roles_at_their_positions_and_silences_the
                 else:  # ablated, noised, held clean: at every position, as the evaluator does
                     assert (there == plans[i, layer, head]).all(), (kind, role)
     assert {"truth", "isolated"} <= silenced and not silenced & {"clean", "ablated", "path", "strict"}
-    planter.remove_hooks()
 
 
 @pytest.mark.parametrize("rows, weights, expected", [
