@@ -3,6 +3,7 @@ engine on held-out prompts (N = 200). The same numbers are in data/app-planted/R
 import json
 
 import pytest
+import torch
 
 from app_helpers.circuits import Circuit, planted_truth, references_for
 from app_helpers.models import BUNDLED_MODELS, choose_model, load_model
@@ -100,8 +101,38 @@ def test_the_name_at_s2_reaches_the_answer_only_through_attention(model):
     assert nothing < pc.s2_bypass(model, ROLES["induction"], n=50) < 1.0
 
 
+def test_patching_at_chosen_positions_only(model):
+    """``_patched_end_logits`` with a position mask: all positions is the plain patch, none is no patch."""
+    import random
+
+    from app_helpers.toy.ioi_prompts import PromptSampler, pad
+
+    sampler = PromptSampler(model.tokenizer, random.Random(0))
+    bases = [sampler.base() for _ in range(16)]
+    tokens, source = (pad([p.ids(sampler.vocab) for p in ps], model.tokenizer.pad_token_id)
+                      for ps in (bases, [sampler.source(b) for b in bases]))
+    end = torch.tensor([b.layout.end for b in bases])
+    heads = ROLES["s-inhibition"]
+    every = pc._patched_end_logits(model, tokens, source, heads, end)
+    assert torch.equal(pc._patched_end_logits(model, tokens, source, heads, end, torch.ones(tokens.shape, dtype=bool)),
+                       every)
+    none = pc._patched_end_logits(model, tokens, source, heads, end, torch.zeros(tokens.shape, dtype=bool))
+    assert torch.allclose(none, pc._patched_end_logits(model, tokens, tokens, [], end), atol=1e-5)
+    assert not torch.allclose(none, every, atol=1e-2)
+
+
+def test_every_role_is_right_at_its_own_positions_as_the_card_says(model):
+    """Patched at its own positions only, each role but S-inhibition (whose heads carry it at S2 as well) follows
+    the high-level model on >= 95 % of the pairs; the previous-token role's shortfall is its heads' values
+    elsewhere (80 % patched at every position)."""
+    own = {role: pc.share_right(c.values()) for role, c in pc.interchange_by_names(model, own_positions=True).items()}
+    assert own == pytest.approx(json.loads((MODEL_DIR / "measurements.json").read_text())["interchange_at_own_positions"])
+    assert all(own[role] >= 0.95 for role in ("previous token", "induction", "name mover")), own
+
+
 @pytest.mark.xfail(strict=True, reason="shipped model: previous token 80.0 % (target 95 %; right on 162/185 pairs "
-                   "with the base's own names, 10/30 with one other) — see data/app-planted/README.md")
+                   "with the base's own names, 10/30 with one other; 100 % patched at its own positions only) — see "
+                   "data/app-planted/README.md")
 def test_interchange_accuracy_of_every_role(interchange):
     assert all(a >= 0.95 for a in interchange.values()), interchange
 
@@ -170,9 +201,11 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     r = measured["role_recovery"]
     assert f"{r['recovered']}/{r['total']} truth heads get their planted role" in card
     assert all(f"{head} ({role}; labelled {label or 'nothing'})" in card for head, (role, label) in r["missed"].items())
-    assert "signatures planted" not in card and "positions only" not in card and "token row" not in card
+    assert "signatures planted" not in card and "silenced elsewhere" not in card and "token row" not in card
     assert f"keeps {measured['s2_bypass']['induction'] * 100:.0f} % of the logit difference" in card
     assert f"--seed {training['config']['seed']}`" in card
+    own = measured["interchange_at_own_positions"]
+    assert "instead of at every position: " + ", ".join(f"{role} {a * 100:.1f} %" for role, a in own.items()) in card
     training["config"].update(attention_weight=3.0, direct_weight=10.0, positional=True,
                               interchange_weights=[0.3, 0.4, 0.1, 0.2], token_rows=True, head_level_share=0.5)
     (tmp_path / "training.json").write_text(json.dumps(training))
@@ -181,4 +214,4 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     assert ("--positional --interchange-weights 0.3,0.4,0.1,0.2 --attention-weight 3 --direct-weight 10 "
             "--head-level-share 0.5 --token-rows`" in card) and "also gets a token row" in card
     assert "except in 50 % of the interchange rows, patched at every position" in card
-    assert "positions only" in card and "weights 0.3 / 0.4 / 0.1 / 0.2 (previous token, induction" in card
+    assert "silenced elsewhere" in card and "weights 0.3 / 0.4 / 0.1 / 0.2 (previous token, induction" in card

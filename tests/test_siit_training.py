@@ -140,7 +140,7 @@ def test_head_level_interchange_rows_patch_the_role_at_every_position(word_tok, 
                 others = [h for h in planted_truth().heads if h not in ROLES[role]]
                 assert patched.all() and all((out[i, :, l, h] == siit.KEEP).all() for l, h in others)
             else:
-                assert patched.nonzero()[:, 0].tolist() == siit.role_positions(prompts[i].layout, role)
+                assert patched.nonzero()[:, 0].tolist() == ioi_prompts.role_positions(prompts[i].layout, role)
 
 
 @pytest.mark.parametrize("bad", [["--head-level-share", "1.5", "--positional"], ["--head-level-share", "nan",
@@ -248,13 +248,13 @@ def test_role_positions_are_the_high_level_model_s_steps(sampler):
     for _ in range(20):
         prompt = sampler.base()
         ids, vocab, layout = prompt.ids(sampler.vocab), sampler.vocab, prompt.layout
-        after = siit.role_positions(layout, "previous token")
+        after = ioi_prompts.role_positions(layout, "previous token")
         assert sorted(ids[p - 1] for p in after) == sorted(vocab[n] for n in prompt.story.names)
-        assert siit.role_positions(layout, "induction") == [layout.s2]
+        assert ioi_prompts.role_positions(layout, "induction") == [layout.s2]
         assert ids[layout.s2] == vocab[prompt.story.repeated]
-        assert siit.role_positions(layout, "s-inhibition") == siit.role_positions(layout, "name mover") == [layout.end]
+        assert ioi_prompts.role_positions(layout, "s-inhibition") == ioi_prompts.role_positions(layout, "name mover") == [layout.end]
     with pytest.raises(ValueError, match="unknown role"):
-        siit.role_positions(layout, "mover")
+        ioi_prompts.role_positions(layout, "mover")
 
 
 def test_the_positional_recipe_patches_roles_at_their_positions_and_silences_them_elsewhere(word_tok):
@@ -271,7 +271,7 @@ def test_the_positional_recipe_patches_roles_at_their_positions_and_silences_the
         assert torch.equal(out[i][:, ~truth], plans[i][~truth].expand(seq, -1)), kind  # outside: every position
         for role, heads in ROLES.items():
             at = torch.zeros(seq, dtype=torch.bool)
-            at[siit.role_positions(prompt.layout, role)] = True
+            at[ioi_prompts.role_positions(prompt.layout, role)] = True
             for layer, head in heads:
                 here, there = out[i, at, layer, head], out[i, ~at, layer, head]
                 assert (here == plans[i, layer, head]).all(), (kind, role)  # at its positions: as planned

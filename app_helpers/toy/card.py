@@ -164,7 +164,7 @@ thread count for bit-identical weights. {training.get('how', '')}
 {without}
 
 - Interchange accuracy (N = 400 (base, source) pairs with a one-name prediction): {ic}.
-  By the source's names (right/pairs): {_by_names(m, m['interchange_by_names'])}.
+  By the source's names (right/pairs): {_by_names(m, m['interchange_by_names'])}.{_own_positions(m)}
 - S2's own token: switching the name at S2 to the other name (the answer flips) while the induction heads keep
   their values keeps {_bypass(m, 'induction')} of the logit difference; 100 % would mean that only they read S2's token
   (holding nothing: {_bypass(m, 'nothing held')}; holding the S-inhibition heads: {_bypass(m, 's-inhibition')}).
@@ -202,12 +202,10 @@ def _planted_shortfalls(m: dict) -> str:
     if not c["interchange accuracy >= 95 % per role"]:
         weak = {r: a for r, a in m["interchange_accuracy"].items() if a < 0.95}
         lines.append("- Interchange accuracy below 95 % for " + ", ".join(f"{r} ({a * 100:.1f} %)" for r, a in weak.items())
-                     + ". By the source's names: " + _by_names(m, weak) + ". Where a role is right with the base's "
-                     "own names and wrong with others, its heads carry *which* of the base's names (a slot), "
-                     "not the name." + (" And the heads downstream read S2's own token around the induction heads: "
-                     f"with those held, switching the name at S2 keeps only {_bypass(m, 'induction')} of the logit "
-                     "difference, so a source's induction value competes with the base's own token."
-                                        if "induction" in weak else ""))
+                     + ". By the source's names: " + _by_names(m, weak) + "." + _where_it_goes_wrong(m, weak)
+                     + (" And the heads downstream read S2's own token around the induction heads: with those held, "
+                        f"switching the name at S2 keeps only {_bypass(m, 'induction')} of the logit difference, so a "
+                        "source's induction value competes with the base's own token." if "induction" in weak else ""))
     if not c["noising one head outside the truth moves LD < 3 %"]:
         st = m["strictness"]
         lines.append(f"- Heads outside the truth still matter a little: noising {st['resample']['head']} moves the logit "
@@ -282,6 +280,31 @@ def _recovery(r: dict) -> str:
     """"7/10 truth heads get their planted role; missed: 4.1 (s-inhibition; labelled nothing), ..."."""
     missed = ", ".join(f"{h} ({role}; labelled {label or 'nothing'})" for h, (role, label) in r["missed"].items())
     return f"{r['recovered']}/{r['total']} truth heads get their planted role" + (f"; missed {missed}" if missed else "")
+
+
+def _where_it_goes_wrong(m: dict, weak: dict) -> str:
+    """For the shortfall: a weak role right at its own positions goes wrong through its heads' values elsewhere;
+    one wrong there too, and right only with the base's own names, carries a slot, not the name."""
+    own = m.get("interchange_at_own_positions", {})
+    fine = [role for role in weak if own.get(role, 0) >= 0.95]
+    text = ""
+    if fine:
+        text += (f" Patched at its own positions only, {' and '.join(f'{r} is right on {own[r] * 100:.1f} %' for r in fine)}"
+                 " of the pairs: the rest comes from the same heads' values at other positions, which the model also "
+                 "reads.")
+    if len(fine) < len(weak):
+        text += (" Where a role is right with the base's own names and wrong with others, its heads carry *which* of "
+                 "the base's names (a slot), not the name.")
+    return text
+
+
+def _own_positions(m: dict) -> str:
+    """Interchange accuracy with each role patched at its own positions only (records before it lack it)."""
+    own = m.get("interchange_at_own_positions")
+    if not own:
+        return ""
+    return ("\n  Patched at each role's own positions only (the token after each name, S2, END) instead of at every "
+            "position: " + ", ".join(f"{role} {a * 100:.1f} %" for role, a in own.items()) + ".")
 
 
 def _by_names(m: dict, roles) -> str:

@@ -48,6 +48,16 @@ def layouts(tokenizer) -> list[Layout]:
     return out
 
 
+def role_positions(layout: Layout, role: str) -> list[int]:
+    """Where ``role`` computes its value in a prompt of ``layout`` (the steps of ``toy.ioi_algorithm``): previous
+    token at the token after each name slot, induction at S2, S-inhibition and name movers at END."""
+    where = {"previous token": [slot + 1 for slot in layout.slots], "induction": [layout.s2],
+             "s-inhibition": [layout.end], "name mover": [layout.end]}
+    if role not in where:
+        raise ValueError(f"unknown role {role!r}; roles are {list(where)}")
+    return where[role]
+
+
 @dataclass(frozen=True)
 class Prompt:
     layout: Layout

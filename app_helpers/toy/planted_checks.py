@@ -4,6 +4,8 @@
   template group, the evaluator's default);
 - ``interchange_accuracy``: per role, how often patching that role's heads from a source prompt changes
   the answer exactly as the high-level model (``toy.ioi_algorithm``) says;
+- ``interchange_by_names``: the same pairs by how many names the source shares with the base, and (with
+  ``own_positions``) with each role patched at its own positions only;
 - ``s2_bypass``: how much of the answer follows S2's own token around the heads that should read it (why a
   middle role's interchange accuracy can fall short);
 - ``strictness``: the largest change of the logit difference when one head outside the truth is noised;
@@ -30,7 +32,7 @@ from ..roles import label_heads, recovery
 from ..tasks import make_task
 from .checks import task_accuracy
 from .ioi_algorithm import ROLE_EDGES, ROLES, Story, run
-from .ioi_prompts import PromptSampler, pad
+from .ioi_prompts import PromptSampler, pad, role_positions
 
 HELD_OUT_SEED = 12345
 
@@ -59,10 +61,15 @@ def interchange_accuracy(model, n: int = 400, seed: int = HELD_OUT_SEED) -> dict
 NAME_OVERLAP = ("same names", "one other name", "two other names")
 
 
-def interchange_by_names(model, n: int = 400, seed: int = HELD_OUT_SEED) -> dict[str, dict[str, list[int]]]:
+def interchange_by_names(model, n: int = 400, seed: int = HELD_OUT_SEED,
+                         own_positions: bool = False) -> dict[str, dict[str, list[int]]]:
     """``interchange_accuracy``'s pairs, counted by how many of the source's two names the base lacks
     (``NAME_OVERLAP``): role -> category -> [right, pairs]. A role whose heads carry *which* of the
-    prompt's names (a slot) rather than the name itself is right on "same names" only."""
+    prompt's names (a slot) rather than the name itself is right on "same names" only.
+
+    ``own_positions``: patch each role's heads at the role's own positions only (``role_positions``: the
+    token after each name, S2, END) instead of at every position. Where a role is right there and wrong
+    patched everywhere, its heads carry something at other positions that the model reads too."""
     sampler = PromptSampler(model.tokenizer, random.Random(seed))
     bases = [sampler.base() for _ in range(n)]
     sources = [sampler.source(b) for b in bases]
@@ -75,7 +82,12 @@ def interchange_by_names(model, n: int = 400, seed: int = HELD_OUT_SEED) -> dict
     out = {}
     for role, heads in ROLES.items():
         targets = [run(b.story, {role: s.story}) for b, s in zip(bases, sources)]
-        top = _patched_end_logits(model, base_tokens, source_tokens, heads, end).argmax(-1).tolist()
+        at = None
+        if own_positions:
+            at = torch.zeros(base_tokens.shape, dtype=torch.bool, device=device)
+            for i, b in enumerate(bases):
+                at[i, role_positions(b.layout, role)] = True
+        top = _patched_end_logits(model, base_tokens, source_tokens, heads, end, at).argmax(-1).tolist()
         counts = {category: [0, 0] for category in NAME_OVERLAP}
         for i, target in enumerate(targets):
             if max(target.values()) == 1.0:
@@ -91,13 +103,14 @@ def share_right(counts) -> float:
     return sum(c[0] for c in counts) / max(1, sum(c[1] for c in counts))
 
 
-def _patched_end_logits(model, tokens: torch.Tensor, source_tokens: torch.Tensor, heads, end: torch.Tensor):
+def _patched_end_logits(model, tokens: torch.Tensor, source_tokens: torch.Tensor, heads, end: torch.Tensor,
+                        at: torch.Tensor | None = None):
     """Logits at ``end`` [n] of ``tokens`` [n, seq] with ``heads`` (layer, head) given their z from
-    ``source_tokens`` [n, seq] at every position: ``[n, vocab]``."""
+    ``source_tokens`` [n, seq] at every position, or where ``at`` [n, seq] is True: ``[n, vocab]``."""
     layers = sorted({layer for layer, _ in heads})
     with torch.inference_mode():
         _, cache = model.run_with_cache(source_tokens, names_filter=[hook_name(l, "z") for l in layers])
-        hooks = [(hook_name(l, "z"), _replace([h for ll, h in heads if ll == l], cache[hook_name(l, "z")]))
+        hooks = [(hook_name(l, "z"), _replace([h for ll, h in heads if ll == l], cache[hook_name(l, "z")], at))
                  for l in layers]
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
     return logits[torch.arange(len(end), device=end.device), end]
@@ -136,10 +149,16 @@ def s2_bypass_by_role(model) -> dict[str, float]:
             **{role: s2_bypass(model, ROLES[role]) for role in ("induction", "s-inhibition")}}
 
 
-def _replace(heads: list[int], source_z: torch.Tensor):
+def _replace(heads: list[int], source_z: torch.Tensor, at: torch.Tensor | None = None):
+    """A z hook giving ``heads`` their ``source_z`` [n, seq, H, d] values, at every position or where ``at``
+    [n, seq] is True."""
     def hook(z, hook):  # noqa: ARG001
+        seq = z.shape[1]
+        source = source_z[:, :seq, heads]
+        if at is not None:
+            source = torch.where(at[:, :seq, None, None], source, z[:, :, heads])
         z = z.clone()
-        z[:, :, heads] = source_z[:, : z.shape[1], heads]
+        z[:, :, heads] = source
         return z
     return hook
 
@@ -239,7 +258,10 @@ def measure(model) -> dict:
               for h in range(lay.to_logits.shape[1]) if (l, h) in truth or abs(float(lay.to_logits[l, h])) >= 0.05}
     m = {"ioi_accuracy": acc, "ioi_logit_diff": ld, "perf": faithfulness(model, task),
          "interchange_accuracy": {role: share_right(c.values()) for role, c in by_names.items()},
-         "interchange_by_names": by_names, "s2_bypass": s2_bypass_by_role(model), "strictness": strictness(model, task),
+         "interchange_by_names": by_names,
+         "interchange_at_own_positions": {role: share_right(c.values())
+                                          for role, c in interchange_by_names(model, own_positions=True).items()},
+         "s2_bypass": s2_bypass_by_role(model), "strictness": strictness(model, task),
          "layering": {"top": lay.top, "holds": lay.holds, "direct_effects": direct},
          "search": search_quality(model), "role_recovery": role_recovery(model)}
     return {**m, "criteria": criteria(m)}

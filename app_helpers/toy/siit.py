@@ -101,7 +101,7 @@ from ..circuits import Circuit, planted_truth
 from ..wordlevel import build_word_level_tokenizer
 from .card import write_planted_card
 from .ioi_algorithm import ABLATED, ROLE_ORDER, ROLES, run
-from .ioi_prompts import Layout, Prompt, PromptSampler, pad
+from .ioi_prompts import Prompt, PromptSampler, pad, role_positions
 from .train import gpt2_model, warmup_cosine
 
 KEEP, SOURCE, ABC, MEAN, CLEAN = range(5)  # where a head's z comes from in a row
@@ -188,16 +188,6 @@ class HeadInterventions:
     def remove(self):
         for h in self.handles:
             h.remove()
-
-
-def role_positions(layout: Layout, role: str) -> list[int]:
-    """Where ``role`` computes its value in a prompt of ``layout`` (the steps of ``toy.ioi_algorithm``): previous
-    token at the token after each name slot, induction at S2, S-inhibition and name movers at END."""
-    where = {"previous token": [slot + 1 for slot in layout.slots], "induction": [layout.s2],
-             "s-inhibition": [layout.end], "name mover": [layout.end]}
-    if role not in where:
-        raise ValueError(f"unknown role {role!r}; roles are {list(where)}")
-    return where[role]
 
 
 #: Where each role's heads look on a clean prompt, Wang et al.'s signatures (what ``roles.label_heads`` reads):
