@@ -77,19 +77,20 @@ roles unevenly (``--interchange-weights 0.3,0.4,0.1,0.2``, upstream roles most; 
 60 minutes) leaves induction at 81 % and previous token at 81 % and costs the name movers (91 %), with 1 / 4
 edges and TPR 0.60; its phase 4 with ``--direct-weight 10`` lifts induction to 97 % and path patching sees 3 / 4
 edges, but S-inhibition falls to 78 %, heads outside the truth move the logit difference by 3.8 %, and removing
-the previous-token heads keeps Perf at 111 % (induction no longer needs them). Nor is it S2's own token (the repeated name on every real prompt), which the heads downstream could read beside
-induction's output: ``--token-rows`` (the full positional command with them; 86 minutes on 2 threads, over the
-75-minute budget) makes them read S2 through induction almost only (``s2_bypass`` 91 %, 49 % as shipped), and
-induction stays at 75 % (143 / 185 with the base's own names; previous token 93, S-inhibition 93, name movers 89 %,
-outside heads up to 4.6 %, 1 / 4 edges, TPR 0.70). What it is: the positional recipe patches a role at its own
-positions, the card's evaluator at every position. On that model each role patched at its own positions only
-(``planted_checks.interchange_by_names(own_positions=True)``) is right on 100 / 100 / 60 / 92 % of the pairs
+the previous-token heads keeps Perf at 111 % (induction no longer needs them). Nor is it S2's own token (the
+repeated name on every real prompt), which the heads downstream could read beside induction's output:
+``--token-rows`` (the full positional command with them; 86 minutes on 2 threads, over the 75-minute budget) makes
+them read S2 through induction almost only (``s2_bypass`` 91 %, 49 % as shipped), and induction stays at 75 % (143
+/ 185 with the base's own names; previous token 93, S-inhibition 93, name movers 89 %, outside heads up to 4.6 %, 1
+/ 4 edges, TPR 0.70). What it is: the positional recipe patches a role at its own positions, the card's evaluator
+at every position. On that model each role patched at its own positions only
+(``planted_checks.interchange_by_names(own_positions=True)``) is right on 100 / 100 / 74 / 92 % of the pairs
 (previous token, induction, S-inhibition, name movers); on the shipped model previous token is right on 100 % there
 (80 % at every position). ``--head-level-share 0.5`` (half the interchange rows patched at every position), in
-phase 4 alone from the same phase-3 weights (18 minutes), lifts every-position interchange accuracy to 94.0 / 95.7 /
-95.7 / 97.6 %, but Perf(truth) falls to 84 %, outside heads reach 4.0 %, and path patching still sees 1 / 4 edges
-(TPR 0.70, recovery 2 / 10). The next step this points to is a full positional run with ``--head-level-share``
-from phase 2 on (and without the token rows, which cost 25 % more time for no gain in interchange accuracy).
+phase 4 alone from the same phase-3 weights (21 minutes), lifts every-position interchange accuracy to 94.0 / 95.7
+/ 95.7 / 97.6 %, but Perf(truth) falls to 84 %, outside heads reach 4.0 %, and path patching still sees 1 / 4 edges
+(TPR 0.70, recovery 2 / 10). The next step this points to is a full positional run with ``--head-level-share`` from
+phase 2 on (and without the token rows, which cost 25 % more time for no gain in interchange accuracy).
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command.
 Seeded: the same seed and thread count give the same weights.
