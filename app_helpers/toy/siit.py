@@ -92,8 +92,15 @@ phase 4 alone from the same phase-3 weights (21 minutes), lifts every-position i
 (TPR 0.70, recovery 2 / 10). The same phase 4 with ``--direct-weight 10`` besides (17 minutes) keeps Perf(truth) at
 104 %, outside heads at 2.7 / 2.8 % (under 3 %), the name movers first into the logits (2 / 4 edges), APP's TPR at
 0.80 (dense 0.70), previous token 94.0, induction 94.8, name movers 98.2 %, but S-inhibition falls to 58 %: 6 of
-the 9 criteria. The next step this points to is a full positional run with ``--head-level-share`` from phase 2 on
-(and without the token rows, which cost 25 % more time for no gain in interchange accuracy).
+the 9 criteria. A full positional run with ``--head-level-share 0.5`` from phase 2 on and *without* the token rows
+(phases 1–3 then phase 4 via ``--continue-from``, 79 minutes) does not repeat that: interchange accuracy 84.7 /
+81.5 / 75.4 / 99.7 %, outside heads up to 4.0 %, 2 / 4 edges, TPR 0.50; its phase 4 with ``--direct-weight 10``
+instead: 84.7 / 83.6 / 70.3 / 99.7 %, outside heads 5.8 %, TPR 0.50 (5 of 9 each). Its S2 bypass is open again
+(``s2_bypass`` with induction held 25 %; 91–94 % with the token rows), and its phase 4 with the token rows added
+(phase 4 only) closes it to 72 % and lifts induction to 90.9 % and S-inhibition to 83.2 % (previous token 83.7 %,
+5 of 9). So the two work together: patching every position repairs a role only once the token rows keep the
+layers downstream from reading S2's name directly, and the token rows must be there from phase 2 (94 / 96 / 96 /
+98 % then). That recipe takes about 90 minutes on 2 threads, over the 75-minute budget.
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command.
 Seeded: the same seed and thread count give the same weights.
