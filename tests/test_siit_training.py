@@ -129,7 +129,7 @@ def test_head_level_interchange_rows_patch_the_role_at_every_position(word_tok, 
     from app_helpers.circuits import planted_truth
     from app_helpers.toy.ioi_algorithm import ROLES
 
-    rows, prompts, plans, out = positional_plans(word_tok, 8, head_level_share=share)
+    rows, prompts, _, out = positional_plans(word_tok, 8, head_level_share=share)
     kinds = [row[0] for row in rows]
     for i, (kind, (_, _, _, role)) in enumerate(zip(kinds, rows)):
         if kind != "interchange":
@@ -252,7 +252,8 @@ def test_role_positions_are_the_high_level_model_s_steps(sampler):
         assert sorted(ids[p - 1] for p in after) == sorted(vocab[n] for n in prompt.story.names)
         assert ioi_prompts.role_positions(layout, "induction") == [layout.s2]
         assert ids[layout.s2] == vocab[prompt.story.repeated]
-        assert ioi_prompts.role_positions(layout, "s-inhibition") == ioi_prompts.role_positions(layout, "name mover") == [layout.end]
+        assert (ioi_prompts.role_positions(layout, "s-inhibition") == ioi_prompts.role_positions(layout, "name mover")
+                == [layout.end])
     with pytest.raises(ValueError, match="unknown role"):
         ioi_prompts.role_positions(layout, "mover")
 
