@@ -203,16 +203,23 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     assert f"{r['recovered']}/{r['total']} truth heads get their planted role" in card
     assert all(f"{head} ({role}; labelled {label or 'nothing'})" in card for head, (role, label) in r["missed"].items())
     assert "signatures planted" not in card and "silenced elsewhere" not in card and "token row" not in card
+    assert "× 6 kinds of rows" in card and "path row holds" not in card
     assert f"keeps {measured['s2_bypass']['induction'] * 100:.0f} % of the logit difference" in card
     assert f"--seed {training['config']['seed']}`" in card
     own = measured["interchange_at_own_positions"]
     assert "instead of at every position: " + ", ".join(f"{role} {a * 100:.1f} %" for role, a in own.items()) in card
     training["config"].update(attention_weight=3.0, direct_weight=10.0, positional=True,
-                              interchange_weights=[0.3, 0.4, 0.1, 0.2], token_rows=True, head_level_share=0.5)
+                              interchange_weights=[0.3, 0.4, 0.1, 0.2], token_rows=True, head_level_share=0.5,
+                              mediated_path=True)
     (tmp_path / "training.json").write_text(json.dumps(training))
     card = render_planted_card(tmp_path)
-    assert "signatures planted" in card and "weight 3," in card and "weight 10)" in card
+    assert "signatures planted" in card and "weight 3 and direct effects" in card and "weight 10)" in card
     assert ("--positional --interchange-weights 0.3,0.4,0.1,0.2 --attention-weight 3 --direct-weight 10 "
-            "--head-level-share 0.5 --token-rows`" in card) and "also gets a token row" in card
+            "--head-level-share 0.5 --token-rows --mediated-path-rows`" in card) and "also gets a token row" in card
+    assert "× 7 kinds of rows" in card and "each path row holds only the next role's heads" in card
     assert "except in 50 % of the interchange rows, patched at every position" in card
     assert "silenced elsewhere" in card and "weights 0.3 / 0.4 / 0.1 / 0.2 (previous token, induction" in card
+    training["config"].update(attention_weight=0.0)  # a signature that is off is not named
+    (tmp_path / "training.json").write_text(json.dumps(training))
+    card = render_planted_card(tmp_path)
+    assert "signatures planted: direct effects on the logits for the name movers only, weight 10)" in card

@@ -196,6 +196,34 @@ def test_token_rows_switch_the_name_at_s2_only_and_hold_what_reads_it(word_tok):
     planter.remove_hooks()
 
 
+@pytest.mark.parametrize("mediated", [False, True])
+def test_path_rows_hold_every_other_head_or_only_the_next_role(word_tok, mediated):
+    """A path row patches one role (never the name movers) from the source. As shipped every other head is held
+    at its clean value; ``mediated_path`` holds only the next role's heads (the one that reads it in the
+    high-level model) and lets every other head compute, so no route around the next step goes unpunished."""
+    from app_helpers.toy.ioi_algorithm import ROLE_ORDER, ROLES
+
+    config = siit.SIITConfig(d_model=32, mediated_path=mediated)
+    sampler = ioi_prompts.PromptSampler(word_tok, random.Random(0))
+    planter = siit.Planter(siit.build_model(config, word_tok), sampler, random.Random(0), config)
+    bases = [sampler.base() for _ in range(24)]
+    rows = [row for row in planter.rows(bases, [sampler.source(b) for b in bases]) if row[0] == "path"]
+    planter.remove_hooks()
+    assert len(rows) == 24 and {row[3] for row in rows} == set(ROLE_ORDER[:-1])
+    for _, plan, target, role in rows:
+        held = set(ROLES[ROLE_ORDER[ROLE_ORDER.index(role) + 1]])
+        assert target is None  # the clean row's output
+        for layer in range(8):
+            for head in range(8):
+                if (layer, head) in ROLES[role]:
+                    expected = siit.SOURCE
+                elif mediated:
+                    expected = siit.CLEAN if (layer, head) in held else siit.KEEP
+                else:
+                    expected = siit.CLEAN
+                assert plan[layer, head] == expected, (role, layer, head)
+
+
 def test_the_training_command_writes_a_loadable_model(tmp_path):
     assert siit.main(["--out", str(tmp_path), "--behaviour-steps", "2", "--planting-steps", "2",
                       "--polish-steps", "2", "--isolate-steps", "2", "--no-card"]) == 0

@@ -149,8 +149,8 @@ would contradict the "remove any role" check below by construction.
 
 ## Training
 `python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}{_flags(c)}`: {c['behaviour_steps']} behaviour steps,
-{c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × 6 kinds of rows, AdamW lr {c['lr']:g} with
-warm-up and cosine decay{_positional(c)}{_weights(c)}{_token_rows(c)}), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
+{c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × {6 + bool(c.get('token_rows'))} kinds of rows, AdamW lr {c['lr']:g} with
+warm-up and cosine decay{_positional(c)}{_weights(c)}{_token_rows(c)}{_path_rows(c)}), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
 {c['isolate_steps']} isolating steps (isolated interchange rows, gradients through the source pass, lr
 {c['isolate_lr']:g} with cosine decay{_signatures(c)}); see `app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
 thread count for bit-identical weights. {training.get('how', '')}
@@ -237,7 +237,8 @@ def _flags(c: dict) -> str:
             flags += f" --{key.replace('_', '-')} {c[key]:g}"
     if c.get("head_level_share"):
         flags += f" --head-level-share {c['head_level_share']:g}"
-    return flags + (" --token-rows" if c.get("token_rows") else "")
+    flags += " --token-rows" if c.get("token_rows") else ""
+    return flags + (" --mediated-path-rows" if c.get("mediated_path") else "")
 
 
 def _positional(c: dict) -> str:
@@ -258,6 +259,14 @@ def _token_rows(c: dict) -> str:
             "previous-token and induction heads held at their clean values, the clean output as target")
 
 
+def _path_rows(c: dict) -> str:
+    """The mediated path rows, when used: phases 2-4 hold only the next role, every other head computes."""
+    if not c.get("mediated_path"):
+        return ""
+    return ("; in this phase and the next two each path row holds only the next role's heads at their clean "
+            "values (every other head computes), so that no route around the next step goes unpunished")
+
+
 def _weights(c: dict) -> str:
     """The interchange rows' role weights, when the recipe set them (phases 2-4; evenly otherwise)."""
     if not c.get("interchange_weights"):
@@ -272,8 +281,9 @@ def _signatures(c: dict) -> str:
     a, d = c.get("attention_weight", 0), c.get("direct_weight", 0)
     if not (a or d):
         return ""
-    return (f", and Wang et al.'s signatures planted: each role's attention on its positions, weight {a:g}, and "
-            f"direct effects on the logits for the name movers only, weight {d:g}")
+    planted = [f"each role's attention on its positions, weight {a:g}"] * bool(a) + \
+              [f"direct effects on the logits for the name movers only, weight {d:g}"] * bool(d)
+    return ", and Wang et al.'s signatures planted: " + " and ".join(planted)
 
 
 def _recovery(r: dict) -> str:

@@ -101,6 +101,17 @@ instead: 84.7 / 83.6 / 70.3 / 99.7 %, outside heads 5.8 %, TPR 0.50 (5 of 9 each
 5 of 9). So the two work together: patching every position repairs a role only once the token rows keep the
 layers downstream from reading S2's name directly, and the token rows must be there from phase 2 (94 / 96 / 96 /
 98 % then). That recipe takes about 90 minutes on 2 threads, over the 75-minute budget.
+Where S-inhibition acts: patched at END alone (its position in the high-level model) its heads change nothing
+on any model so far (46.1 %, exactly the pairs whose answer stays); patched at S2 alone the shipped model is right
+on 99.1 %. Its heads do their step at S2, and the name movers read it there, not in their queries at END.
+``--mediated-path-rows`` (phases 2–4, off as shipped) asks the path rows for more: only the next role's heads
+held at their clean values, every other head computing. In the high-level model a role reaches the answer through
+the next role only; holding every head cannot see a route around the next step (name movers reading induction's
+output at S2 themselves, say). With the token rows, the every-position share and ``--direct-weight 10``, the steps
+cut to fit the budget (``--planting-steps 3200 --polish-steps 1300 --isolate-steps 900``, 66 minutes), it gives
+interchange accuracy 74.4 / 87.1 / 80.6 / 85.0 %, heads outside the truth up to 7.7 / 9.0 % (head 2.0), 1 / 4
+edges (the name movers' queries read 5.3 first, then 4.4 and 5.0 from outside the truth), TPR 0.70 / 0.80 (dense
+/ APP), 5 of 9, and S-inhibition at END alone still changes nothing (46.1 %). Not shipped.
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command.
 Seeded: the same seed and thread count give the same weights.
@@ -154,6 +165,7 @@ class SIITConfig:
     # interchange row's; None: every role equally, as shipped
     token_rows: bool = False  # phases 2-4, off as shipped: one token row per base prompt (S2's name switched)
     head_level_share: float = 0.0  # with ``positional``: share of interchange rows patched at every position
+    mediated_path: bool = False  # phases 2-4, off as shipped: path rows hold only the next role at its clean value
     ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
     batch_size: int = 32  # base prompts per step (phase 2 runs six rows per base prompt)
     lr: float = 1e-3
@@ -450,6 +462,16 @@ class Planter:
         codes = torch.randint(SOURCE, MEAN + 1, (self.n_layers, self.n_heads))
         return torch.where(chosen, codes, KEEP)
 
+    def _path_hold(self, role: str) -> torch.Tensor:
+        """[L, H] plan of a path row's heads other than ``role``'s: every head held at its clean value, or
+        (``config.mediated_path``) only the next role's heads, every other head computing. In the high-level
+        model a role reaches the answer through the next role only, so with that one held nothing may change:
+        this forbids routes around the next step (e.g. name movers reading induction's output at S2 directly),
+        which holding every head cannot see."""
+        if not self.config.mediated_path:
+            return torch.full((self.n_layers, self.n_heads), CLEAN)
+        return torch.where(self.roles[ROLE_ORDER[ROLE_ORDER.index(role) + 1]], CLEAN, KEEP)
+
     def _interchange_roles(self) -> list[str]:
         """The roles of one base prompt's ``interchange_rows`` interchange rows, all different: drawn evenly, or
         by ``config.interchange_weights`` (each next role from those not drawn yet)."""
@@ -496,7 +518,7 @@ class Planter:
             interchange = [torch.where(self.roles[swap], SOURCE, self._strict_plan() if self.rng.random() < 0.3
                                        else KEEP) for swap in swaps]
             path_role = self.rng.choice(ROLE_ORDER[:-1])
-            path = torch.where(self.roles[path_role], SOURCE, CLEAN)
+            path = torch.where(self.roles[path_role], SOURCE, self._path_hold(path_role))
             out += [("clean", nothing, encode_target({base.story.answer: 1.0}, vocab), None),
                     ("truth", outside, None, None),
                     ("strict", self._strict_plan(), None, None),
@@ -815,6 +837,9 @@ def main(argv=None) -> int:
     parser.add_argument("--head-level-share", type=float, default=defaults.head_level_share, metavar="P",
                         help="with --positional: the share (0 to 1) of interchange rows whose role takes the source "
                              "at every position, as the kit's evaluator patches (0 as shipped)")
+    parser.add_argument("--mediated-path-rows", action="store_true",
+                        help="phases 2-4: path rows hold only the next role at its clean value, the other heads "
+                             "compute (off as shipped: every other head held)")
     parser.add_argument("--interchange-weights", metavar="W,W,W,W", type=_role_weights,
                         help="phases 2-4: how often each role (previous token, induction, S-inhibition, name "
                              "mover) is an interchange row's, e.g. 0.3,0.4,0.15,0.15 (default: evenly)")
@@ -833,7 +858,8 @@ def main(argv=None) -> int:
                         polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
                         attention_weight=args.attention_weight, direct_weight=args.direct_weight,
                         positional=args.positional, interchange_weights=args.interchange_weights,
-                        token_rows=args.token_rows, head_level_share=args.head_level_share)
+                        token_rows=args.token_rows, head_level_share=args.head_level_share,
+                        mediated_path=args.mediated_path_rows)
     if args.continue_from:
         if not (Path(args.continue_from) / "config.json").is_file():
             parser.error(f"--continue-from wants a folder holding a saved model (config.json and weights); "
