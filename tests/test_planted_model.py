@@ -223,3 +223,7 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     (tmp_path / "training.json").write_text(json.dumps(training))
     card = render_planted_card(tmp_path)
     assert "signatures planted: direct effects on the logits for the name movers only, weight 10)" in card
+    training["config"].update(signatures_from=2)
+    (tmp_path / "training.json").write_text(json.dumps(training))
+    card = render_planted_card(tmp_path)
+    assert "--direct-weight 10 --signatures-from 2 " in card and "planted (from the planting phase on): direct" in card

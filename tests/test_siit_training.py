@@ -224,6 +224,25 @@ def test_path_rows_hold_every_other_head_or_only_the_next_role(word_tok, mediate
                 assert plan[layer, head] == expected, (role, layer, head)
 
 
+@pytest.mark.parametrize("signatures_from, phases_with", [(4, {4}), (2, {2, 3, 4})])
+def test_the_signature_losses_start_in_the_phase_the_recipe_names(word_tok, signatures_from, phases_with):
+    config = siit.SIITConfig(d_model=32, attention_weight=1.0, signatures_from=signatures_from)
+    model = siit.build_model(config, word_tok)
+    sampler = ioi_prompts.PromptSampler(word_tok, random.Random(0))
+    seen = set()
+    for phase in (2, 3, 4):
+        planter = siit.Planter(model, sampler, random.Random(0), config, isolated=phase == 4, phase=phase)
+        with torch.no_grad():
+            parts = planter.losses([sampler.base() for _ in range(4)])
+        planter.remove_hooks()
+        if "attention" in parts:
+            seen.add(phase)
+            assert float(siit.signature_loss(parts, config)) == pytest.approx(float(parts["attention"]))
+        else:
+            assert siit.signature_loss(parts, config) == 0.0
+    assert seen == phases_with
+
+
 def test_the_training_command_writes_a_loadable_model(tmp_path):
     assert siit.main(["--out", str(tmp_path), "--behaviour-steps", "2", "--planting-steps", "2",
                       "--polish-steps", "2", "--isolate-steps", "2", "--no-card"]) == 0

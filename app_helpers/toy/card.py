@@ -235,6 +235,8 @@ def _flags(c: dict) -> str:
     for key in ("attention_weight", "direct_weight"):
         if c.get(key):
             flags += f" --{key.replace('_', '-')} {c[key]:g}"
+    if c.get("signatures_from", 4) != 4:
+        flags += f" --signatures-from {c['signatures_from']}"
     if c.get("head_level_share"):
         flags += f" --head-level-share {c['head_level_share']:g}"
     flags += " --token-rows" if c.get("token_rows") else ""
@@ -283,7 +285,8 @@ def _signatures(c: dict) -> str:
         return ""
     planted = [f"each role's attention on its positions, weight {a:g}"] * bool(a) + \
               [f"direct effects on the logits for the name movers only, weight {d:g}"] * bool(d)
-    return ", and Wang et al.'s signatures planted: " + " and ".join(planted)
+    since = " (from the planting phase on)" if c.get("signatures_from", 4) == 2 else ""
+    return ", and Wang et al.'s signatures planted" + since + ": " + " and ".join(planted)
 
 
 def _recovery(r: dict) -> str:

@@ -160,6 +160,7 @@ class SIITConfig:
     isolate_lr: float = 3e-4  # phase 4 peak, cosine decay to 0
     attention_weight: float = 0.0  # phase 4, off when 0: weight of the roles' attention loss (ATTENTION_TARGETS)
     direct_weight: float = 0.0  # phase 4, off when 0: weight of the direct-effect loss (only name movers write)
+    signatures_from: int = 4  # the phase (2 or 4) from which the two signature losses above apply
     positional: bool = False  # phases 2-4, off as shipped: roles patched at their own positions only
     interchange_weights: tuple[float, ...] | None = None  # phases 2-4: how often each role (ROLE_ORDER) is an
     # interchange row's; None: every role equally, as shipped
@@ -408,15 +409,16 @@ class Planter:
 
     def __init__(self, model, sampler: PromptSampler, rng: random.Random, config: SIITConfig,
                  interchange_rows: int = 1, few_head_strict: bool = False, ld_weight: float = 0.0,
-                 isolated: bool = False):
+                 isolated: bool = False, phase: int = 2):
         """``interchange_rows``: interchange rows per base prompt (different roles); ``few_head_strict``:
         half the strict rows noise one to three heads only; ``ld_weight``: weight of the strict rows'
         relative logit-difference change beside their KL (the polish phase sets all three); ``isolated``:
-        one isolated interchange row per base prompt and gradients through the source pass (phase 4)."""
+        one isolated interchange row per base prompt and gradients through the source pass (phase 4);
+        ``phase``: the training phase (2-4), for ``config.signatures_from``."""
         self.model, self.sampler, self.rng, self.config = model, sampler, rng, config
         self.interchange_rows, self.few_head_strict, self.ld_weight = interchange_rows, few_head_strict, ld_weight
         self.isolated, self.positional = isolated, config.positional
-        signatures = isolated and (config.attention_weight or config.direct_weight)
+        signatures = phase >= config.signatures_from and (config.attention_weight or config.direct_weight)
         self.taps = HeadTaps(model, planted_truth().heads) if signatures else None
         cfg = model.config
         self.n_layers, self.n_heads = cfg.n_layer, cfg.n_head
@@ -658,7 +660,8 @@ def train(config: SIITConfig, out_dir: str | Path, progress: bool = True, histor
             if planting:
                 parts = planter.losses([sampler.base() for _ in range(config.batch_size)])
                 ramp = min(1.0, (step - config.behaviour_steps + 1) / config.ramp)
-                loss = parts["next_token"] + 2 * parts["clean"] + ramp * planting_loss(parts)
+                loss = parts["next_token"] + 2 * parts["clean"] + ramp * (planting_loss(parts) +
+                                                                          signature_loss(parts, config))
             else:
                 parts = behaviour_losses(model, sampler, 2 * config.batch_size, tokenizer.pad_token_id)
                 loss = parts["next_token"] + config.answer_weight * parts["clean"]
@@ -677,28 +680,35 @@ def planting_loss(parts: dict) -> torch.Tensor:
     return sum(parts[k] for k in ROW_KINDS[1:] if k in parts)
 
 
+def signature_loss(parts: dict, config: SIITConfig) -> torch.Tensor | float:
+    """The weighted signature losses when this step computed them (``config.signatures_from``), else 0."""
+    if "attention" not in parts:
+        return 0.0
+    return config.attention_weight * parts["attention"] + config.direct_weight * parts["direct"]
+
+
 def polish(model, tokenizer, config: SIITConfig, progress: bool = True) -> list[dict]:
     """Phase 3 (see the module docstring) on ``model`` in place; returns its loss history."""
     return _late_phase(model, tokenizer, config, "polishing", config.seed + 1, config.polish_steps,
-                       lambda step: config.polish_lr, progress)
+                       lambda step: config.polish_lr, progress, phase=3)
 
 
 def isolate(model, tokenizer, config: SIITConfig, progress: bool = True) -> list[dict]:
     """Phase 4 (see the module docstring) on ``model`` in place; returns its loss history."""
     return _late_phase(model, tokenizer, config, "isolating", config.seed + 2, config.isolate_steps,
                        lambda step: warmup_cosine(step, config.isolate_lr, config.warmup, config.isolate_steps),
-                       progress, isolated=True)
+                       progress, isolated=True, phase=4)
 
 
 def _late_phase(model, tokenizer, config: SIITConfig, desc: str, seed: int, steps: int, lr, progress: bool,
-                isolated: bool = False) -> list[dict]:
+                isolated: bool = False, phase: int = 3) -> list[dict]:
     """Phases 3 and 4: a fresh optimiser and seed, two interchange rows, few-head noising with the logit
     difference in the strict loss; ``lr(step)`` the learning rate."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     sampler = PromptSampler(tokenizer, rng, ISOLATE_SOURCE_MIX if isolated else PromptSampler.SOURCE_MIX)
     planter = Planter(model, sampler, rng, config, interchange_rows=2, few_head_strict=True, ld_weight=1.0,
-                      isolated=isolated)
+                      isolated=isolated, phase=phase)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr(0), weight_decay=config.weight_decay,
                                   betas=(0.9, 0.98))
     history = []
@@ -709,9 +719,7 @@ def _late_phase(model, tokenizer, config: SIITConfig, desc: str, seed: int, step
             for group in optimiser.param_groups:
                 group["lr"] = lr(step)
             parts = planter.losses([sampler.base() for _ in range(config.batch_size)])
-            loss = parts["next_token"] + 2 * parts["clean"] + planting_loss(parts)
-            if "attention" in parts:
-                loss = loss + config.attention_weight * parts["attention"] + config.direct_weight * parts["direct"]
+            loss = parts["next_token"] + 2 * parts["clean"] + planting_loss(parts) + signature_loss(parts, config)
             _step(optimiser, model, loss)
             _log(history, parts, bar, step)
     planter.remove_hooks()
@@ -830,6 +838,9 @@ def main(argv=None) -> int:
                         help="phase 4: weight of the roles' attention loss (0: off, as shipped)")
     parser.add_argument("--direct-weight", type=float, default=defaults.direct_weight,
                         help="phase 4: weight of the loss that only name movers write the answer (0: off)")
+    parser.add_argument("--signatures-from", type=int, choices=(2, 4), default=defaults.signatures_from,
+                        help="the phase from which --attention-weight and --direct-weight apply: 4 (as before) or 2 "
+                             "(from the planting phase on, so the roles grow where Wang et al. find them)")
     parser.add_argument("--positional", action="store_true",
                         help="phases 2-4: patch each role at its own positions only, and silence it elsewhere")
     parser.add_argument("--token-rows", action="store_true",
@@ -857,6 +868,7 @@ def main(argv=None) -> int:
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
                         polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
                         attention_weight=args.attention_weight, direct_weight=args.direct_weight,
+                        signatures_from=args.signatures_from,
                         positional=args.positional, interchange_weights=args.interchange_weights,
                         token_rows=args.token_rows, head_level_share=args.head_level_share,
                         mediated_path=args.mediated_path_rows)
