@@ -111,7 +111,17 @@ output at S2 themselves, say). With the token rows, the every-position share and
 cut to fit the budget (``--planting-steps 3200 --polish-steps 1300 --isolate-steps 900``, 66 minutes), it gives
 interchange accuracy 74.4 / 87.1 / 80.6 / 85.0 %, heads outside the truth up to 7.7 / 9.0 % (head 2.0), 1 / 4
 edges (the name movers' queries read 5.3 first, then 4.4 and 5.0 from outside the truth), TPR 0.70 / 0.80 (dense
-/ APP), 5 of 9, and S-inhibition at END alone still changes nothing (46.1 %). Not shipped.
+/ APP), 5 of 9, and S-inhibition at END alone still changes nothing (46.1 %). Not shipped. Its truth rows' loss
+stayed high (3.6 at the end of phase 2; 1.0 and 0.55 at that step in the earlier runs with the default path rows).
+Why S2: on the shipped model head 5.3 attends from S2 to IO and S1 alike, and the name movers 6.5 and 7.2 attend
+from END to S2 (0.96 / 0.99 of their attention), not to IO: S2's residual holds both names and which one repeats
+(its own token), the answer forms there, and the "name movers" carry it to END. Phases 1-3 fix that mechanism
+before phase 4's attention loss could ask for Wang et al.'s. ``--signatures-from 2`` applies the signature losses
+from phase 2 on instead. With the options of the run above but ``--attention-weight 1`` instead of the mediated
+path rows (``--planting-steps 3000 --polish-steps 1200``), stopped for time two thirds into phase 3: the attention
+loss fell to 0.26, but the truth rows' loss did not fall at all (4.4 at the end of phase 2, 4.0 in phase 3): with
+the roles' attention fixed where Wang et al. find it and every other head silenced, the truth could not yet do the
+task alone. Whether a longer phase 2 gets there is open.
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command.
 Seeded: the same seed and thread count give the same weights.
@@ -409,15 +419,16 @@ class Planter:
 
     def __init__(self, model, sampler: PromptSampler, rng: random.Random, config: SIITConfig,
                  interchange_rows: int = 1, few_head_strict: bool = False, ld_weight: float = 0.0,
-                 isolated: bool = False, phase: int = 2):
+                 isolated: bool = False, phase: int | None = None):
         """``interchange_rows``: interchange rows per base prompt (different roles); ``few_head_strict``:
         half the strict rows noise one to three heads only; ``ld_weight``: weight of the strict rows'
         relative logit-difference change beside their KL (the polish phase sets all three); ``isolated``:
         one isolated interchange row per base prompt and gradients through the source pass (phase 4);
-        ``phase``: the training phase (2-4), for ``config.signatures_from``."""
+        ``phase``: the training phase (2-4) for ``config.signatures_from``; None: 4 with isolated rows, else 2."""
         self.model, self.sampler, self.rng, self.config = model, sampler, rng, config
         self.interchange_rows, self.few_head_strict, self.ld_weight = interchange_rows, few_head_strict, ld_weight
         self.isolated, self.positional = isolated, config.positional
+        phase = phase if phase is not None else (4 if isolated else 2)
         signatures = phase >= config.signatures_from and (config.attention_weight or config.direct_weight)
         self.taps = HeadTaps(model, planted_truth().heads) if signatures else None
         cfg = model.config
