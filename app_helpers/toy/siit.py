@@ -101,9 +101,9 @@ instead: 84.7 / 83.6 / 70.3 / 99.7 %, outside heads 5.8 %, TPR 0.50 (5 of 9 each
 5 of 9). So the two work together: patching every position repairs a role only once the token rows keep the
 layers downstream from reading S2's name directly, and the token rows must be there from phase 2 (94 / 96 / 96 /
 98 % then). That recipe takes about 90 minutes on 2 threads, over the 75-minute budget.
-Where S-inhibition acts: patched at END alone (its position in the high-level model) its heads change nothing
-on any model so far (46.1 %, exactly the pairs whose answer stays); patched at S2 alone the shipped model is right
-on 99.1 %. Its heads do their step at S2, and the name movers read it there, not in their queries at END.
+Where S-inhibition acts: patched at END alone (its position in the high-level model) its heads change nothing on
+the shipped model and on most runs above (46.1 %, exactly the pairs whose answer stays; 60.3 % at best, the
+token-rows run with the every-position share in phase 4); patched at S2 alone the shipped model is right on 99.1 %. Its heads do their step at S2, and the name movers read it there, not in their queries at END.
 ``--mediated-path-rows`` (phases 2–4, off as shipped) asks the path rows for more: only the next role's heads
 held at their clean values, every other head computing. In the high-level model a role reaches the answer through
 the next role only; holding every head cannot see a route around the next step (name movers reading induction's
