@@ -708,13 +708,14 @@ def isolate(model, tokenizer, config: SIITConfig, progress: bool = True) -> list
     """Phase 4 (see the module docstring) on ``model`` in place; returns its loss history."""
     return _late_phase(model, tokenizer, config, "isolating", config.seed + 2, config.isolate_steps,
                        lambda step: warmup_cosine(step, config.isolate_lr, config.warmup, config.isolate_steps),
-                       progress, isolated=True, phase=4)
+                       progress, phase=4)
 
 
 def _late_phase(model, tokenizer, config: SIITConfig, desc: str, seed: int, steps: int, lr, progress: bool,
-                isolated: bool = False, phase: int = 3) -> list[dict]:
+                phase: int) -> list[dict]:
     """Phases 3 and 4: a fresh optimiser and seed, two interchange rows, few-head noising with the logit
-    difference in the strict loss; ``lr(step)`` the learning rate."""
+    difference in the strict loss; ``lr(step)`` the learning rate; phase 4 adds the isolated rows."""
+    isolated = phase == 4
     torch.manual_seed(seed)
     rng = random.Random(seed)
     sampler = PromptSampler(tokenizer, rng, ISOLATE_SOURCE_MIX if isolated else PromptSampler.SOURCE_MIX)
