@@ -227,3 +227,8 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     (tmp_path / "training.json").write_text(json.dumps(training))
     card = render_planted_card(tmp_path)
     assert "--direct-weight 10 --signatures-from 2 " in card and "planted (from the planting phase on): direct" in card
+    training["config"].update(attention_weight=1.0, attention_roles=["name mover"])
+    (tmp_path / "training.json").write_text(json.dumps(training))
+    card = render_planted_card(tmp_path)
+    assert "--attention-weight 1 --direct-weight 10 --signatures-from 2 --attention-roles 'name mover' " in card
+    assert "the name mover heads' attention on the positions they read, weight 1 and direct" in card

@@ -1,6 +1,7 @@
 """The planting trainer (toy.siit): its prompts are the kit's IOI prompts, its interventions do what they
 say, and a few steps lower the behaviour, interchange and strictness losses."""
 import json
+import math
 import random
 
 import pytest
@@ -360,6 +361,53 @@ def test_the_interchange_weights_flag_refuses_what_is_not_four_weights(text, cap
     with pytest.raises(SystemExit):
         siit.main(["--interchange-weights", text, "--no-card"])
     assert "want 4 comma-separated weights, one per role" in capsys.readouterr().err
+
+
+def test_the_attention_loss_steers_only_the_roles_the_recipe_names(sampler):
+    """Each role's term is the cross-entropy of its heads' attention towards its target key: a head that
+    looks only there costs 0, a uniform one log(number of keys); a subset of roles averages their terms."""
+    from types import SimpleNamespace
+
+    from app_helpers.toy.ioi_algorithm import ROLE_ORDER, ROLES
+
+    prompts = [sampler.base() for _ in range(3)]
+    seq = max(p.layout.end for p in prompts) + 1
+    causal = torch.ones(seq, seq).tril()
+    uniform = causal / causal.sum(-1, keepdim=True)
+    patterns = {head: uniform.expand(len(prompts), seq, seq).clone() for heads in ROLES.values() for head in heads}
+    for i, prompt in enumerate(prompts):
+        (q,), (k,) = siit.attention_positions(prompt, "name mover")
+        for head in ROLES["name mover"]:
+            patterns[head][i, q] = 0.0
+            patterns[head][i, q, k] = 1.0
+    taps = SimpleNamespace(patterns=patterns)
+    assert float(siit.attention_loss(taps, prompts, ("name mover",))) == 0.0
+    per_role = {r: float(siit.attention_loss(taps, prompts, (r,))) for r in ROLE_ORDER}
+    assert per_role["s-inhibition"] == pytest.approx(
+        sum(math.log(p.layout.end + 1) for p in prompts) / len(prompts), rel=1e-5)
+    assert float(siit.attention_loss(taps, prompts)) == pytest.approx(sum(per_role.values()) / len(ROLE_ORDER), rel=1e-6)
+    assert float(siit.attention_loss(taps, prompts, ("s-inhibition", "name mover"))) == pytest.approx(
+        per_role["s-inhibition"] / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("text", ["name mover,name mover", "mover", ""])
+def test_the_attention_roles_flag_refuses_what_is_not_distinct_roles(text, capsys):
+    with pytest.raises(SystemExit):
+        siit.main(["--attention-roles", text, "--no-card"])
+    assert "want distinct roles from previous token, induction" in capsys.readouterr().err
+
+
+def test_the_attention_roles_flag_keeps_the_high_level_model_s_order(tmp_path):
+    seen = []
+
+    def train(config, out):  # records the recipe instead of training
+        seen.append(config)
+        return {"seconds": 0.0}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(siit, "train", train)
+        siit.main(["--out", str(tmp_path), "--no-card", "--attention-roles", "name mover, induction"])
+    assert seen[0].attention_roles == ("induction", "name mover")
 
 
 def test_direct_loss_is_zero_only_when_name_movers_alone_write_the_answer():

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..circuits import planted_truth
+from .ioi_algorithm import ROLE_ORDER
 from ..models import load_model
 from .checks import accuracies, ioi_mechanism
 from .planted_checks import measure as measure_planted
@@ -237,6 +238,8 @@ def _flags(c: dict) -> str:
             flags += f" --{key.replace('_', '-')} {c[key]:g}"
     if c.get("signatures_from", 4) != 4:
         flags += f" --signatures-from {c['signatures_from']}"
+    if c.get("attention_weight") and tuple(c.get("attention_roles", ROLE_ORDER)) != ROLE_ORDER:
+        flags += f" --attention-roles '{','.join(c['attention_roles'])}'"
     if c.get("head_level_share"):
         flags += f" --head-level-share {c['head_level_share']:g}"
     flags += " --token-rows" if c.get("token_rows") else ""
@@ -283,7 +286,9 @@ def _signatures(c: dict) -> str:
     a, d = c.get("attention_weight", 0), c.get("direct_weight", 0)
     if not (a or d):
         return ""
-    planted = [f"each role's attention on its positions, weight {a:g}"] * bool(a) + \
+    roles = tuple(c.get("attention_roles", ROLE_ORDER))
+    whose = "each role's" if roles == ROLE_ORDER else "the " + " and ".join(roles) + " heads'"
+    planted = [f"{whose} attention on the positions they read, weight {a:g}"] * bool(a) + \
               [f"direct effects on the logits for the name movers only, weight {d:g}"] * bool(d)
     since = " (from the planting phase on)" if c.get("signatures_from", 4) == 2 else ""
     return ", and Wang et al.'s signatures planted" + since + ": " + " and ".join(planted)
