@@ -21,8 +21,11 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(PY) -m app_helpers info --model auto --task ioi
 	HF_HUB_OFFLINE=1 $(PY) -m app_helpers run --model auto --task ioi --out out/demo
 
+# The suite in TEST_JOBS processes (pytest-xdist), each test file on one of them, each on one torch thread
+# (tests/conftest.py): on 2 cores about half the time of one process. TEST_JOBS=0 runs it in this process.
+TEST_JOBS ?= 2
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 lab: setup  # JupyterLab on the notebooks, with the pinned stack of .venv
 	HF_HUB_OFFLINE=1 $(VENV)/bin/jupyter lab notebooks/
