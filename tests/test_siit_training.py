@@ -397,16 +397,15 @@ def test_the_attention_roles_flag_refuses_what_is_not_distinct_roles(text, capsy
     assert "want distinct roles from previous token, induction" in capsys.readouterr().err
 
 
-def test_the_attention_roles_flag_keeps_the_high_level_model_s_order(tmp_path):
+def test_the_attention_roles_flag_keeps_the_high_level_model_s_order(tmp_path, monkeypatch):
     seen = []
 
     def train(config, out):  # records the recipe instead of training
         seen.append(config)
         return {"seconds": 0.0}
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(siit, "train", train)
-        siit.main(["--out", str(tmp_path), "--no-card", "--attention-roles", "name mover, induction"])
+    monkeypatch.setattr(siit, "train", train)
+    siit.main(["--out", str(tmp_path), "--no-card", "--attention-roles", "name mover, induction"])
     assert seen[0].attention_roles == ("induction", "name mover")
 
 

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from ..circuits import planted_truth
-from .ioi_algorithm import ROLE_ORDER
 from ..models import load_model
 from .checks import accuracies, ioi_mechanism
+from .ioi_algorithm import ROLE_ORDER
 from .planted_checks import measure as measure_planted
 
 
