@@ -128,10 +128,21 @@ mover' --attention-weight 1``, with ``--direct-weight 10`` and the every-positio
 positional token-rows phase-3 weights, 21 minutes), the movers look at both names (END → IO 0.30-0.55, → S1
 0.27-0.43 of their attention), S-inhibition at END alone still changes nothing (46.1 %), and interchange accuracy
 is 94.9 / 96.6 / 62.5 / 96.2 % (outside heads 2.8 %, 1 / 4 edges, TPR 0.70; 6 of 9, as without the attention loss).
+With S-inhibition's attention too (``--attention-roles 's-inhibition,name mover'``, the same phase 4) its heads
+look from END at S2 (0.52 / 0.95 / 0.69), and its step moves towards END: patched at END alone it is right on 58.6 %
+of the pairs (46.1 % before), at S2 alone on 46.1 % (inert; 51.7 %). Interchange accuracy 95.8 / 97.4 / 72.4 / 97.1
+%, TPR 0.80 dense and APP, the name movers first into the logits (2 / 4 edges; into their queries 5.3, 4.1, then
+induction's 2.2), but heads outside the truth move the logit difference by up to 4.2 % (head 3.4): 6 of 9. The
+movers still look at both names alike. The same phase 4 once more from there (``--continue-from`` that model;
+111 minutes in all) goes on: S-inhibition looks from END at S2 (0.78 / 0.99 / 0.93) and patched at END alone is
+right on 79.3 %; interchange accuracy 96.7 / 99.6 / 84.5 / 98.8 %, outside heads up to 3.4 %, still 2 / 4 edges
+(into the movers' queries 5.3, 4.1, 2.2), TPR 0.70: 5 of 9, but the closest any run has come to Wang et al.'s
+mechanism. A budget recipe would need that much phase 4 with shorter phases 2-3 (or a GPU).
 The S-inhibition and name-mover attention from the planting phase on (``--positional --token-rows
 --head-level-share 0.5 --direct-weight 10 --attention-weight 1 --signatures-from 2 --attention-roles
-'s-inhibition,name mover' --planting-steps 3200``) ran phase 2 at 0.85 s a step, so the full command would take about 85 minutes; stopped 1980 steps into phase 2's 3200, with the attention
-loss at 0.09 and the truth rows' loss at 4.2 (3.8 at that step in the mediated-path-rows run, without signatures).
+'s-inhibition,name mover' --planting-steps 3200``) ran phase 2 at 0.85 s a step, so the full command would take
+about 85 minutes; stopped 1980 steps into phase 2's 3200, with the attention loss at 0.09 and the truth rows' loss
+at 4.2 (3.8 at that step in the mediated-path-rows run, without signatures).
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command.
 Seeded: the same seed and thread count give the same weights.
