@@ -137,7 +137,12 @@ movers still look at both names alike. The same phase 4 once more from there (``
 111 minutes in all) goes on: S-inhibition looks from END at S2 (0.78 / 0.99 / 0.93) and patched at END alone is
 right on 79.3 %; interchange accuracy 96.7 / 99.6 / 84.5 / 98.8 %, outside heads up to 3.4 %, still 2 / 4 edges
 (into the movers' queries 5.3, 4.1, 2.2), TPR 0.70: 5 of 9, but the closest any run has come to Wang et al.'s
-mechanism. A budget recipe would need that much phase 4 with shorter phases 2-3 (or a GPU).
+mechanism. A third phase 4 from there with ``--attention-weight 3`` (132 minutes in all) gives 7 of 9: interchange
+accuracy 99.1 / 100 / 97.0 / 100 %, S-inhibition at END alone 99.6 % (its heads look from END at S2 only), the
+movers look from END at IO (0.81 / 0.69 / 0.91), outside heads up to 2.1 / 2.2 %, Perf(truth) 95.8 %, recovery 4 /
+10; it fails the layering (2 / 4 edges: induction's keys read 0.3 then 0.7, the movers' queries 5.3, 4.1 then 0.3)
+and TPR (0.60: the chosen circuits miss 4.1, 4.6, 6.5, 7.2). A budget recipe would need that much phase 4 (with
+the attention weight at 3) and shorter phases 2-3, or a GPU.
 The S-inhibition and name-mover attention from the planting phase on (``--positional --token-rows
 --head-level-share 0.5 --direct-weight 10 --attention-weight 1 --signatures-from 2 --attention-roles
 's-inhibition,name mover' --planting-steps 3200``) ran phase 2 at 0.85 s a step, so the full command would take
