@@ -458,7 +458,9 @@ class Planter:
         self.isolated, self.positional = isolated, config.positional
         phase = phase if phase is not None else (4 if isolated else 2)
         signatures = phase >= config.signatures_from and (config.attention_weight or config.direct_weight)
-        self.taps = HeadTaps(model, planted_truth().heads) if signatures else None
+        # patterns only for the heads the attention loss reads (none when it is off); z for the direct loss
+        steered = [h for r in config.attention_roles for h in ROLES[r]] if config.attention_weight else []
+        self.taps = HeadTaps(model, steered) if signatures else None
         cfg = model.config
         self.n_layers, self.n_heads = cfg.n_layer, cfg.n_head
         self.truth = planted_truth().head_mask(self.n_layers, self.n_heads)
@@ -868,7 +870,7 @@ def _roles(text: str) -> tuple[str, ...]:
     """``--attention-roles``: role names, comma-separated, each once, in the high-level model's order."""
     roles = [r.strip() for r in text.split(",")]
     unknown = [r for r in roles if r not in ROLES]
-    if not roles or unknown or len(set(roles)) != len(roles):
+    if unknown or len(set(roles)) != len(roles):
         raise argparse.ArgumentTypeError(f"want distinct roles from {', '.join(ROLE_ORDER)}, comma-separated; "
                                          f"got {text!r}")
     return tuple(r for r in ROLE_ORDER if r in roles)
