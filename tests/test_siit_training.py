@@ -424,6 +424,39 @@ def test_direct_loss_is_zero_only_when_name_movers_alone_write_the_answer():
     assert float(siit.direct_loss(effects)) == pytest.approx(0.7 / others)
 
 
+def test_a_raised_mover_floor_asks_each_name_mover_for_its_share():
+    from app_helpers.toy.ioi_algorithm import ROLES
+
+    movers = ROLES["name mover"]
+    effects = torch.zeros(4, 8, 8)
+    for layer, head in movers:
+        effects[:, layer, head] = 2 * siit.MOVER_DIRECT_MIN  # enough for the default floor
+    assert float(siit.direct_loss(effects)) == 0.0
+    (l0, h0), (l1, h1) = movers[:2]
+    effects[:, l0, h0], effects[:, l1, h1] = 0.9, 0.1  # one mover writes most of the answer, one too little
+    # floor 0.3: the second mover falls 0.2 short, the rest 0.3 - 0.2 = 0.1 each; the loss averages the movers
+    expected = (0.2 + 0.1 * (len(movers) - 2)) / len(movers)
+    assert float(siit.direct_loss(effects, mover_min=0.3)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("share", ["-0.1", "1.5", "nan"])
+def test_the_mover_share_flag_refuses_what_is_not_a_share(tmp_path, capsys, share):
+    with pytest.raises(SystemExit) as exit_:
+        siit.main(["--out", str(tmp_path), "--mover-direct-min", share, "--no-card"])
+    assert exit_.value.code == 2 and "is a share of the logit difference, from 0 to 1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_card_states_the_movers_share_only_where_the_record_has_it():
+    from app_helpers.toy import card
+
+    recipe = {"direct_weight": 10, "mover_direct_min": 0.25}
+    assert card._flags(recipe).endswith("--direct-weight 10 --mover-direct-min 0.25")
+    assert "each at least 25 % of the logit difference" in card._signatures(recipe)
+    older = {"direct_weight": 10}  # a record from before the flag: its default, not restated
+    assert "mover" not in card._flags(older) and "each at least" not in card._signatures(older)
+
+
 def test_head_taps_agree_with_the_models_attention_and_the_kits_direct_logit_attribution(word_tok, tmp_path):
     """The signature losses train exactly what roles.label_heads measures: the eager kernel's attention
     weights, and attribution.direct_logit_attribution on the same model loaded into the kit."""

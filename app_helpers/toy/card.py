@@ -236,6 +236,8 @@ def _flags(c: dict) -> str:
     for key in ("attention_weight", "direct_weight"):
         if c.get(key):
             flags += f" --{key.replace('_', '-')} {c[key]:g}"
+    if c.get("direct_weight") and "mover_direct_min" in c:  # records before the flag used its default
+        flags += f" --mover-direct-min {c['mover_direct_min']:g}"
     if c.get("signatures_from", 4) != 4:
         flags += f" --signatures-from {c['signatures_from']}"
     if c.get("attention_weight") and tuple(c.get("attention_roles", ROLE_ORDER)) != ROLE_ORDER:
@@ -289,9 +291,14 @@ def _signatures(c: dict) -> str:
     roles = tuple(c.get("attention_roles", ROLE_ORDER))
     whose = "each role's" if roles == ROLE_ORDER else "the " + " and ".join(roles) + " heads'"
     planted = [f"{whose} attention on the positions they read, weight {a:g}"] * bool(a) + \
-              [f"direct effects on the logits for the name movers only, weight {d:g}"] * bool(d)
+              [f"direct effects on the logits for the name movers only{_mover_share(c)}, weight {d:g}"] * bool(d)
     since = " (from the planting phase on)" if c.get("signatures_from", 4) == 2 else ""
     return ", and Wang et al.'s signatures planted" + since + ": " + " and ".join(planted)
+
+
+def _mover_share(c: dict) -> str:
+    """" (each at least 25 % of the logit difference)" where the record states the movers' share."""
+    return f" (each at least {c['mover_direct_min'] * 100:g} % of the logit difference)" if "mover_direct_min" in c else ""
 
 
 def _recovery(r: dict) -> str:

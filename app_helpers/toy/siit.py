@@ -180,6 +180,11 @@ ISOLATED_WEIGHTS = (0.2, 0.2, 0.2, 0.4)  # how often each role (ROLE_ORDER) is t
 ISOLATE_SOURCE_MIX = (0.1, 0.35, 0.75)
 
 
+#: The share of the clean logit difference each name mover should write directly at least (``direct_loss``) unless
+#: ``--mover-direct-min`` says otherwise; a higher share keeps any mover from being a backup that the search misses.
+MOVER_DIRECT_MIN = 0.1
+
+
 @dataclass
 class SIITConfig:
     """The recipe; defaults reproduce the shipped model."""
@@ -196,6 +201,7 @@ class SIITConfig:
     isolate_lr: float = 3e-4  # phase 4 peak, cosine decay to 0
     attention_weight: float = 0.0  # off when 0: weight of the roles' attention loss (ATTENTION_TARGETS)
     direct_weight: float = 0.0  # off when 0: weight of the direct-effect loss (only name movers write)
+    mover_direct_min: float = MOVER_DIRECT_MIN  # with direct_weight: the share of the LD each mover must write
     signatures_from: int = 4  # the phase (2 or 4) from which the two signature losses above apply
     attention_roles: tuple[str, ...] = ROLE_ORDER  # the roles whose heads the attention loss steers
     positional: bool = False  # phases 2-4, off as shipped: roles patched at their own positions only
@@ -355,10 +361,6 @@ def attention_loss(taps: HeadTaps, prompts: list[Prompt], roles=ROLE_ORDER) -> t
     return torch.stack(losses).mean()
 
 
-#: The share of the clean logit difference a name mover should write directly at least (``direct_loss``).
-MOVER_DIRECT_MIN = 0.1
-
-
 def direct_effects(model, taps: HeadTaps, end: torch.Tensor, answer: torch.Tensor,
                    repeated: torch.Tensor) -> torch.Tensor:
     """Each head's direct effect on the logit difference at END for the n tapped rows (``end``, ``answer``,
@@ -380,14 +382,14 @@ def direct_effects(model, taps: HeadTaps, end: torch.Tensor, answer: torch.Tenso
     return torch.stack(out, 1)
 
 
-def direct_loss(effects: torch.Tensor) -> torch.Tensor:
+def direct_loss(effects: torch.Tensor, mover_min: float = MOVER_DIRECT_MIN) -> torch.Tensor:
     """Only name movers write the answer: the mean absolute direct effect of the other planted heads, plus how
-    far each name mover's mean direct effect falls short of ``MOVER_DIRECT_MIN``. ``effects`` [n, L, H], each
-    over its row's logit difference."""
+    far each name mover's mean direct effect falls short of ``mover_min``. ``effects`` [n, L, H], each over its
+    row's logit difference."""
     movers = set(ROLES["name mover"])
     others = [h for role, heads in ROLES.items() for h in heads if h not in movers]
     quiet = torch.stack([effects[:, l, h].abs().mean() for l, h in others]).mean()
-    loud = torch.stack([F.relu(MOVER_DIRECT_MIN - effects[:, l, h].mean()) for l, h in movers]).mean()
+    loud = torch.stack([F.relu(mover_min - effects[:, l, h].mean()) for l, h in movers]).mean()
     return quiet + loud
 
 
@@ -651,7 +653,8 @@ class Planter:
         if self.taps is not None:
             out["attention"] = attention_loss(self.taps, bases, self.config.attention_roles)
             effects = direct_effects(self.model, self.taps, end[clean_idx], answer[clean_idx], repeated[clean_idx])
-            out["direct"] = direct_loss(effects / ld_clean[clean_idx].clamp(min=1.0)[:, None, None])
+            out["direct"] = direct_loss(effects / ld_clean[clean_idx].clamp(min=1.0)[:, None, None],
+                                        self.config.mover_direct_min)
         out["accuracy"] = accuracy(final, rows, kinds)
         return out
 
@@ -891,6 +894,9 @@ def main(argv=None) -> int:
     parser.add_argument("--direct-weight", type=float, default=defaults.direct_weight,
                         help="weight of the loss that only name movers write the answer, from --signatures-from on "
                              "(0: off)")
+    parser.add_argument("--mover-direct-min", type=float, default=defaults.mover_direct_min, metavar="SHARE",
+                        help="with --direct-weight: the share of the clean logit difference each name mover must "
+                             f"write directly, 0 to 1 ({defaults.mover_direct_min:g} as before)")
     parser.add_argument("--attention-roles", type=_roles, default=defaults.attention_roles, metavar="ROLE,...",
                         help="the roles whose attention --attention-weight steers, comma-separated, e.g. "
                              "'name mover' (default: every role)")
@@ -918,12 +924,15 @@ def main(argv=None) -> int:
     for flag in ("attention_weight", "direct_weight"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} is a loss weight, 0 (off) or more; got {getattr(args, flag):g}")
+    if not 0 <= args.mover_direct_min <= 1:
+        parser.error(f"--mover-direct-min is a share of the logit difference, from 0 to 1; got {args.mover_direct_min:g}")
     if not 0 <= args.head_level_share <= 1 or (args.head_level_share and not args.positional):
         parser.error(f"--head-level-share is a share of the --positional recipe's interchange rows, from 0 to 1; "
                      f"got {args.head_level_share:g}{'' if args.positional else ' without --positional'}")
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
                         polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
                         attention_weight=args.attention_weight, direct_weight=args.direct_weight,
+                        mover_direct_min=args.mover_direct_min,
                         signatures_from=args.signatures_from, attention_roles=args.attention_roles,
                         positional=args.positional, interchange_weights=args.interchange_weights,
                         token_rows=args.token_rows, head_level_share=args.head_level_share,
