@@ -276,6 +276,30 @@ def test_same_seed_same_weights_and_continuing_equals_the_full_run(tmp_path):
     record = json.loads((tmp_path / "from3" / "training.json").read_text())
     before = json.loads((tmp_path / "phase3" / "training.json").read_text())
     assert record["every"][:len(before["every"])] == before["every"] and record["seconds"] > before["seconds"]
+    assert record["one_command"] and "the same weights as the one command" in record["how"]
+
+
+def test_a_phase_4_run_again_or_with_other_flags_is_recorded_as_a_recipe_of_its_own(tmp_path):
+    from app_helpers.toy import card
+
+    small = dict(d_model=32, behaviour_steps=2, planting_steps=2, polish_steps=2, batch_size=4, warmup=1)
+    torch.set_num_threads(1)
+    siit.train(siit.SIITConfig(**small, isolate_steps=0), tmp_path / "phase3", progress=False)
+    siit.continue_from(siit.SIITConfig(**small, isolate_steps=2, direct_weight=10, mover_direct_min=0.25),
+                       tmp_path / "phase3", tmp_path / "other", (4,), progress=False)
+    siit.continue_from(siit.SIITConfig(**small, isolate_steps=2), tmp_path / "phase3", tmp_path / "same", (4,),
+                       progress=False)
+    siit.continue_from(siit.SIITConfig(**small, isolate_steps=2), tmp_path / "same", tmp_path / "again", (4,),
+                       progress=False)
+    records = {name: json.loads((tmp_path / name / "training.json").read_text()) for name in ("other", "same", "again")}
+    assert records["same"]["one_command"] and not records["other"]["one_command"]
+    assert not records["again"]["one_command"]  # phase 4 had run already: twice is no single command
+    assert "--phases 4 --direct-weight 10 --mover-direct-min 0.25 --isolate-steps 2` ran on those weights, a " \
+           "recipe of its own" in records["other"]["how"]
+    assert records["again"]["how"].count("--continue-from DIR --phases 4") == 2
+    assert records["again"]["how"].startswith("First `--seed 0 --behaviour-steps 2 --planting-steps 2 "
+                                              "--polish-steps 2 --isolate-steps 0`. Then `--continue-from")
+    assert card._headline(records["again"]).startswith("Several commands") and card._headline(records["same"]) == ""
 
 
 def test_attention_targets_are_wang_et_al_s_positions(sampler):
@@ -451,10 +475,10 @@ def test_the_card_states_the_movers_share_only_where_the_record_has_it():
     from app_helpers.toy import card
 
     recipe = {"direct_weight": 10, "mover_direct_min": 0.25}
-    assert card._flags(recipe).endswith("--direct-weight 10 --mover-direct-min 0.25")
+    assert card.recipe_flags(recipe).endswith("--direct-weight 10 --mover-direct-min 0.25")
     assert "each at least 25 % of the logit difference" in card._signatures(recipe)
     older = {"direct_weight": 10}  # a record from before the flag: its default, not restated
-    assert "mover" not in card._flags(older) and "each at least" not in card._signatures(older)
+    assert "mover" not in card.recipe_flags(older) and "each at least" not in card._signatures(older)
 
 
 def test_head_taps_agree_with_the_models_attention_and_the_kits_direct_logit_attribution(word_tok, tmp_path):

@@ -149,7 +149,7 @@ Information flows previous token → induction (its keys) → S-inhibition (its 
 would contradict the "remove any role" check below by construction.
 
 ## Training
-`python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}{_flags(c)}`: {c['behaviour_steps']} behaviour steps,
+{_headline(training)}`python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}{recipe_flags(c)}`: {c['behaviour_steps']} behaviour steps,
 {c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × {6 + bool(c.get('token_rows'))} kinds of rows, AdamW lr {c['lr']:g} with
 warm-up and cosine decay{_positional(c)}{_weights(c)}{_token_rows(c)}{_path_rows(c)}), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
 {c['isolate_steps']} isolating steps (isolated interchange rows, gradients through the source pass, lr
@@ -228,7 +228,13 @@ def _planted_shortfalls(m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _flags(c: dict) -> str:
+def _headline(training: dict) -> str:
+    """Nothing for weights that one command gives; for a chain of commands, that the flags are the last one's."""
+    return "" if training.get("one_command", True) else ("Several commands, listed at the end of this section; "
+                                                           "the last one's settings: ")
+
+
+def recipe_flags(c: dict) -> str:
     """The command-line flags of the recipe's options that differ from off (older records lack them)."""
     flags = " --positional" if c.get("positional") else ""
     if c.get("interchange_weights"):

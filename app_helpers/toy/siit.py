@@ -143,13 +143,25 @@ movers look from END at IO (0.81 / 0.69 / 0.91), outside heads up to 2.1 / 2.2 %
 10; it fails the layering (2 / 4 edges: induction's keys read 0.3 then 0.7, the movers' queries 5.3, 4.1 then 0.3)
 and TPR (0.60: the chosen circuits miss 4.1, 4.6, 6.5, 7.2). A budget recipe would need that much phase 4 (with
 the attention weight at 3) and shorter phases 2-3, or a GPU.
+Why the search misses movers there: 6.0 writes 80 % of the movers' direct effect, so 6.5 and 7.2 (each just over
+``MOVER_DIRECT_MIN``) stay under the selection rule's bar. ``--mover-direct-min 0.25`` asks each mover for a
+quarter. One phase 4 of 2000 steps straight from the positional token-rows phase-3 weights (``--continue-from
+P3 --phases 4 --isolate-steps 2000 --mover-direct-min 0.25 --attention-weight 3``, the roles and flags above;
+99 minutes in all) shares the answer out (direct effects 6.0 0.70, 6.5 0.24, 7.2 0.27) and the dense search finds
+all three movers (TPR 0.90; APP 0.70), S-inhibition at END alone is right on 99.6 %; but heads outside the truth
+move the logit difference by up to 5.5 % (head 5.5), Perf(truth) falls to 76.6 % and previous token's
+interchange accuracy to 94.9 %: 4 of 9. Shorter phases 2-3 do not buy the time back: with ``--planting-steps 2000
+--polish-steps 500`` (the same phase 4) the truth rows' loss is 3.5 at the end of phase 2 and 2.6-3.3 half-way
+through phase 4 (P3: 0.7 after 4000 planting steps; it falls only 2100-2700 steps into planting); stopped.
 The S-inhibition and name-mover attention from the planting phase on (``--positional --token-rows
 --head-level-share 0.5 --direct-weight 10 --attention-weight 1 --signatures-from 2 --attention-roles
 's-inhibition,name mover' --planting-steps 3200``) ran phase 2 at 0.85 s a step, so the full command would take
 about 85 minutes; stopped 1980 steps into phase 2's 3200, with the attention loss at 0.09 and the truth rows' loss
 at 4.2 (3.8 at that step in the mediated-path-rows run, without signatures).
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
-command's late phases are exactly that, so the weights equal those of the one command.
+command's late phases are exactly that, so the weights equal those of the one command when the saved model ran
+none of those phases with the same flags. A phase run again, or with other flags, makes a recipe of its own; the
+record (``training.json``: ``how``, ``one_command``) and the card list each step's flags.
 Seeded: the same seed and thread count give the same weights.
 """
 from __future__ import annotations
@@ -167,7 +179,7 @@ from tqdm.auto import tqdm
 
 from ..circuits import Circuit, planted_truth
 from ..wordlevel import build_word_level_tokenizer
-from .card import write_planted_card
+from .card import recipe_flags, write_planted_card
 from .ioi_algorithm import ABLATED, ROLE_ORDER, ROLES, run
 from .ioi_prompts import Prompt, PromptSampler, pad, role_positions
 from .train import gpt2_model, warmup_cosine
@@ -651,10 +663,13 @@ class Planter:
                 out[kind] = target_loss(final[idx], torch.tensor([rows[i][2] for i in idx.tolist()]))
         out["next_token"] = next_token_loss(logits[clean_idx], tokens[clean_idx], end[clean_idx])
         if self.taps is not None:
-            out["attention"] = attention_loss(self.taps, bases, self.config.attention_roles)
-            effects = direct_effects(self.model, self.taps, end[clean_idx], answer[clean_idx], repeated[clean_idx])
-            out["direct"] = direct_loss(effects / ld_clean[clean_idx].clamp(min=1.0)[:, None, None],
-                                        self.config.mover_direct_min)
+            if self.config.attention_weight:  # the taps hold no patterns otherwise
+                out["attention"] = attention_loss(self.taps, bases, self.config.attention_roles)
+            if self.config.direct_weight:
+                effects = direct_effects(self.model, self.taps, end[clean_idx], answer[clean_idx],
+                                         repeated[clean_idx])
+                out["direct"] = direct_loss(effects / ld_clean[clean_idx].clamp(min=1.0)[:, None, None],
+                                            self.config.mover_direct_min)
         out["accuracy"] = accuracy(final, rows, kinds)
         return out
 
@@ -725,10 +740,10 @@ def planting_loss(parts: dict) -> torch.Tensor:
 
 
 def signature_loss(parts: dict, config: SIITConfig) -> torch.Tensor | float:
-    """The weighted signature losses when this step computed them (``config.signatures_from``), else 0."""
-    if "attention" not in parts:
-        return 0.0
-    return config.attention_weight * parts["attention"] + config.direct_weight * parts["direct"]
+    """The weighted signature losses this step computed (from ``config.signatures_from`` on, those with a
+    weight), else 0."""
+    return sum(weight * parts[name] for name, weight in (("attention", config.attention_weight),
+                                                         ("direct", config.direct_weight)) if name in parts)
 
 
 def polish(model, tokenizer, config: SIITConfig, progress: bool = True) -> list[dict]:
@@ -774,8 +789,9 @@ def _late_phase(model, tokenizer, config: SIITConfig, desc: str, seed: int, step
 def continue_from(config: SIITConfig, start_dir: str | Path, out_dir: str | Path, phases: tuple[int, ...],
                   progress: bool = True, history_every: int = 50) -> dict:
     """Run later ``phases`` (3 and/or 4, in order) on the model saved in ``start_dir``; the result goes
-    to ``out_dir``. The full command's late phases are exactly these, so the weights equal the one
-    command's. ``training.json`` continues the start model's record when it has one."""
+    to ``out_dir``. On a start model that ran none of these phases, with the same settings, the weights equal
+    the one command's; ``training.json`` continues the start model's record when it has one and says whether
+    they do (``one_command``) and with which flags this step ran."""
     from transformers import GPT2LMHeadModel
 
     if not phases or tuple(phases) not in ((3,), (4,), (3, 4)):
@@ -792,10 +808,41 @@ def continue_from(config: SIITConfig, start_dir: str | Path, out_dir: str | Path
     model.save_pretrained(out_dir)
     earlier = Path(start_dir) / "training.json"
     before = json.loads(earlier.read_text()) if earlier.is_file() else None
-    how = (f"{(before or {}).get('how', '')} Phase(s) {', '.join(map(str, phases))} then ran with --continue-from on "
-           "the earlier phases' saved weights; this gives the same weights as the one command "
-           "(tests/test_siit_training.py checks it on a small model).").strip()
-    return _record(config, out_dir, start, history, history_every, before=before, how=how)
+    how, same = _continued(before, config, phases)
+    return _record(config, out_dir, start, history, history_every, before=before, how=how,
+                   one_command=same and (before or {}).get("one_command", True))
+
+
+#: The steps of each late phase in the config: a start model that ran none of a phase's steps left it to the
+#: continuation, which then matches the one command exactly when every other setting agrees.
+_PHASE_STEPS = {3: "polish_steps", 4: "isolate_steps"}
+
+
+def _continued(before: dict | None, config: SIITConfig, phases: tuple[int, ...]) -> tuple[str, bool]:
+    """The record's account of a ``continue_from`` run, appended to the start model's (this run's exact flags),
+    and whether this step gives the one command's weights: only when the start model ran none of these phases
+    and used the same settings otherwise (a phase 4 run again, or with other flags, is a recipe of its own)."""
+    as_json = lambda c: json.loads(json.dumps(c))  # noqa: E731 (tuples as the record holds them: lists)
+    new = as_json(asdict(config))
+    old = {**as_json(asdict(SIITConfig())), **(before or {}).get("config", {})}  # older records lack newer settings
+    late = {_PHASE_STEPS[p] for p in phases}
+    same = before is not None and all(old[k] == 0 for k in late) and all(
+        old[k] == v for k, v in new.items() if k not in late)
+    steps = " ".join(f"--{_PHASE_STEPS[p].replace('_', '-')} {new[_PHASE_STEPS[p]]}" for p in phases)
+    verdict = (": the same weights as the one command with these flags (tests/test_siit_training.py checks it on a "
+               "small model)." if same else ", a recipe of its own: no single command gives these weights (the start "
+               "model had run this phase already or used other settings).")
+    sentence = f"Then `--continue-from DIR --phases {','.join(map(str, phases))}{recipe_flags(new)} {steps}` ran on " \
+               f"those weights{verdict}"
+    earlier = (before or {}).get("how") or (before is not None and _first_command(old))
+    return f"{earlier or ''} {sentence}".strip(), same
+
+
+def _first_command(c: dict) -> str:
+    """The command that trained a chain's start model, as the record states it (the chain's first step)."""
+    steps = " ".join(f"--{k.replace('_', '-')} {c[k]}" for k in ("behaviour_steps", "planting_steps", "polish_steps",
+                                                                "isolate_steps"))
+    return f"First `--seed {c['seed']}{recipe_flags(c)} {steps}`."
 
 
 def _record(config: SIITConfig, out_dir: Path, start: float, history: list[dict], every: int,
@@ -925,7 +972,8 @@ def main(argv=None) -> int:
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} is a loss weight, 0 (off) or more; got {getattr(args, flag):g}")
     if not 0 <= args.mover_direct_min <= 1:
-        parser.error(f"--mover-direct-min is a share of the logit difference, from 0 to 1; got {args.mover_direct_min:g}")
+        parser.error(f"--mover-direct-min is a share of the logit difference, from 0 to 1; "
+                     f"got {args.mover_direct_min:g}")
     if not 0 <= args.head_level_share <= 1 or (args.head_level_share and not args.positional):
         parser.error(f"--head-level-share is a share of the --positional recipe's interchange rows, from 0 to 1; "
                      f"got {args.head_level_share:g}{'' if args.positional else ' without --positional'}")
