@@ -150,7 +150,12 @@ P3 --phases 4 --isolate-steps 2000 --mover-direct-min 0.25 --attention-weight 3`
 99 minutes in all) shares the answer out (direct effects 6.0 0.70, 6.5 0.24, 7.2 0.27) and the dense search finds
 all three movers (TPR 0.90; APP 0.70), S-inhibition at END alone is right on 99.6 %; but heads outside the truth
 move the logit difference by up to 5.5 % (head 5.5), Perf(truth) falls to 76.6 % and previous token's
-interchange accuracy to 94.9 %: 4 of 9. Shorter phases 2-3 do not buy the time back: with ``--planting-steps 2000
+interchange accuracy to 94.9 %: 4 of 9. The same phase 4 once more, 1000 steps from there (117 minutes in all,
+three commands), gives 8 of 9: interchange accuracy 99.5 / 100 / 99.6 / 100 %, outside heads up to 1.6 / 1.5 %,
+Perf(truth) 97.5 % (each role removed <= 3.8 %), S-inhibition at END alone 99.6 %, TPR 0.90 dense and APP (the
+chosen circuit misses only 7.2), 5 distinct circuits, APP x2.0 incl. pruning, recovery 5 / 10; it fails only the
+layering (2 / 4 edges: induction's keys read 0.3 then 0.4, not 1.5; the movers' queries 5.3, 4.1 then 0.3, not
+4.6). Shorter phases 2-3 do not buy the time back: with ``--planting-steps 2000
 --polish-steps 500`` (the same phase 4) the truth rows' loss is 3.5 at the end of phase 2 and 2.6-3.3 half-way
 through phase 4 (P3: 0.7 after 4000 planting steps; it falls only 2100-2700 steps into planting); stopped.
 The S-inhibition and name-mover attention from the planting phase on (``--positional --token-rows
