@@ -839,8 +839,9 @@ def _continued(before: dict | None, config: SIITConfig, phases: tuple[int, ...])
                "model had run this phase already or used other settings).")
     sentence = f"Then `--continue-from DIR --phases {','.join(map(str, phases))}{recipe_flags(new)} {steps}` ran on " \
                f"those weights{verdict}"
-    earlier = (before or {}).get("how") or (before is not None and _first_command(old))
-    return f"{earlier or ''} {sentence}".strip(), same
+    if before is None:  # a start model without a record: nothing earlier to tell
+        return sentence, same
+    return f"{before.get('how') or _first_command(old)} {sentence}", same
 
 
 def _first_command(c: dict) -> str:
