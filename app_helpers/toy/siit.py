@@ -155,7 +155,10 @@ three commands), gives 8 of 9: interchange accuracy 99.5 / 100 / 99.6 / 100 %, o
 Perf(truth) 97.5 % (each role removed <= 3.8 %), S-inhibition at END alone 99.6 %, TPR 0.90 dense and APP (the
 chosen circuit misses only 7.2), 5 distinct circuits, APP x2.0 incl. pruning, recovery 5 / 10; it fails only the
 layering (2 / 4 edges: induction's keys read 0.3 then 0.4, not 1.5; the movers' queries 5.3, 4.1 then 0.3, not
-4.6). Shorter phases 2-3 do not buy the time back: with ``--planting-steps 2000
+4.6). With every role's attention besides (``--attention-roles`` left at all four), 1000 more steps from there
+(132 minutes in all) the labeller recovers 7 / 10 roles (one previous-token and one induction head now) and
+induction's keys read 1.5 first, but heads outside the truth move the logit difference by up to 4.3 % and the chosen
+circuit misses 3.6, 4.6, 7.2 (TPR 0.70): 7 of 9. Shorter phases 2-3 do not buy the time back: with ``--planting-steps 2000
 --polish-steps 500`` (the same phase 4) the truth rows' loss is 3.5 at the end of phase 2 and 2.6-3.3 half-way
 through phase 4 (P3: 0.7 after 4000 planting steps; it falls only 2100-2700 steps into planting); stopped.
 The S-inhibition and name-mover attention from the planting phase on (``--positional --token-rows
