@@ -304,7 +304,9 @@ def _signatures(c: dict) -> str:
 
 def _mover_share(c: dict) -> str:
     """" (each at least 25 % of the logit difference)" where the record states the movers' share."""
-    return f" (each at least {c['mover_direct_min'] * 100:g} % of the logit difference)" if "mover_direct_min" in c else ""
+    if "mover_direct_min" not in c:
+        return ""
+    return f" (each at least {c['mover_direct_min'] * 100:g} % of the logit difference)"
 
 
 def _recovery(r: dict) -> str:

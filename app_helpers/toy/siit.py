@@ -158,9 +158,10 @@ layering (2 / 4 edges: induction's keys read 0.3 then 0.4, not 1.5; the movers' 
 4.6). With every role's attention besides (``--attention-roles`` left at all four), 1000 more steps from there
 (132 minutes in all) the labeller recovers 7 / 10 roles (one previous-token and one induction head now) and
 induction's keys read 1.5 first, but heads outside the truth move the logit difference by up to 4.3 % and the chosen
-circuit misses 3.6, 4.6, 7.2 (TPR 0.70): 7 of 9. Shorter phases 2-3 do not buy the time back: with ``--planting-steps 2000
---polish-steps 500`` (the same phase 4) the truth rows' loss is 3.5 at the end of phase 2 and 2.6-3.3 half-way
-through phase 4 (P3: 0.7 after 4000 planting steps; it falls only 2100-2700 steps into planting); stopped.
+circuit misses 3.6, 4.6, 7.2 (TPR 0.70): 7 of 9. Shorter phases 2-3 do not buy the time back: with
+``--planting-steps 2000 --polish-steps 500`` (the same phase 4) the truth rows' loss is 3.5 at the end of phase 2
+and 2.6-3.3 half-way through phase 4 (P3: 0.7 after 4000 planting steps; it falls only 2100-2700 steps into
+planting); stopped.
 The S-inhibition and name-mover attention from the planting phase on (``--positional --token-rows
 --head-level-share 0.5 --direct-weight 10 --attention-weight 1 --signatures-from 2 --attention-roles
 's-inhibition,name mover' --planting-steps 3200``) ran phase 2 at 0.85 s a step, so the full command would take
@@ -836,10 +837,10 @@ def _continued(before: dict | None, config: SIITConfig, phases: tuple[int, ...])
     late = {_PHASE_STEPS[p] for p in phases}
     same = before is not None and all(old[k] == 0 for k in late) and all(
         old[k] == v for k, v in new.items() if k not in late)
-    steps = " ".join(f"--{_PHASE_STEPS[p].replace('_', '-')} {new[_PHASE_STEPS[p]]}" for p in phases)
+    steps = _step_flags(new, [_PHASE_STEPS[p] for p in phases])
     verdict = (": the same weights as the one command with these flags (tests/test_siit_training.py checks it on a "
                "small model)." if same else ", a recipe of its own: no single command gives these weights (the start "
-               "model had run this phase already or used other settings).")
+               "model had run this phase already, used other settings or has no record).")
     sentence = f"Then `--continue-from DIR --phases {','.join(map(str, phases))}{recipe_flags(new)} {steps}` ran on " \
                f"those weights{verdict}"
     if before is None:  # a start model without a record: nothing earlier to tell
@@ -849,9 +850,13 @@ def _continued(before: dict | None, config: SIITConfig, phases: tuple[int, ...])
 
 def _first_command(c: dict) -> str:
     """The command that trained a chain's start model, as the record states it (the chain's first step)."""
-    steps = " ".join(f"--{k.replace('_', '-')} {c[k]}" for k in ("behaviour_steps", "planting_steps", "polish_steps",
-                                                                "isolate_steps"))
+    steps = _step_flags(c, ["behaviour_steps", "planting_steps", "polish_steps", "isolate_steps"])
     return f"First `--seed {c['seed']}{recipe_flags(c)} {steps}`."
+
+
+def _step_flags(c: dict, keys: list[str]) -> str:
+    """The step-count flags for ``keys`` of a record's config: "--polish-steps 1500 --isolate-steps 0"."""
+    return " ".join(f"--{k.replace('_', '-')} {c[k]}" for k in keys)
 
 
 def _record(config: SIITConfig, out_dir: Path, start: float, history: list[dict], every: int,
