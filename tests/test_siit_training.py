@@ -299,7 +299,64 @@ def test_a_phase_4_run_again_or_with_other_flags_is_recorded_as_a_recipe_of_its_
     assert records["again"]["how"].count("--continue-from DIR --phases 4") == 2
     assert records["again"]["how"].startswith("First `--seed 0 --behaviour-steps 2 --planting-steps 2 "
                                               "--polish-steps 2 --isolate-steps 0`. Then `--continue-from")
-    assert card._headline(records["again"]).startswith("Several commands") and card._headline(records["same"]) == ""
+    assert [step["phases"] for step in records["again"]["steps"]] == [[1, 2, 3, 4], [4], [4]]
+    assert [step["same"] for step in records["again"]["steps"]] == [True, True, False]
+    told = card._training(records["again"])  # each command with the settings its phases ran under
+    assert told.startswith("3 commands in turn. ") and "--recipe" not in told
+    assert "\n1. `--seed 0 --behaviour-steps 2 --planting-steps 2 --polish-steps 2 --isolate-steps 0`: 2 behaviour " \
+           "steps, then 2 planting steps" in told and "then 2 polish steps (fresh optimiser, lr 0.0003)." in told
+    assert "\n3. `--continue-from <step 2> --phases 4 --isolate-steps 2`: 2 isolating steps" in told
+    assert told.count("a recipe of its own") == 1
+    other = card._training(records["other"])
+    assert "\n2. `--continue-from <step 1> --phases 4 --direct-weight 10 --mover-direct-min 0.25 --isolate-steps 2`" \
+           in other and "direct effects on the logits for the name movers only" in other
+    assert card._training(records["same"]).startswith("`python -m app_helpers.toy.siit --out data/app-planted --seed 0`")
+
+
+def test_a_chain_of_commands_equals_running_them_one_by_one(tmp_path):
+    """``run_chain`` (what ``--recipe`` runs) gives the weights and record of the same commands typed in turn."""
+    from safetensors.torch import load_file
+
+    steps = (["--behaviour-steps", "2", "--planting-steps", "2", "--polish-steps", "0", "--isolate-steps", "0"],
+             ["--phases", "4", "--isolate-steps", "2", "--direct-weight", "10"],
+             ["--phases", "4", "--isolate-steps", "1", "--attention-weight", "3"])
+    torch.set_num_threads(1)
+    siit.run_chain(steps, tmp_path / "chain")
+    start = None
+    for i, flags in enumerate(steps):
+        siit.main([*flags, "--out", str(tmp_path / f"typed{i}"), "--no-card",
+                   *(["--continue-from", str(start)] if start else [])])
+        start = tmp_path / f"typed{i}"
+    chain, typed = (load_file(d / "model.safetensors") for d in (tmp_path / "chain", start))
+    assert all(torch.equal(value, typed[key]) for key, value in chain.items())
+    records = [json.loads((d / "training.json").read_text()) for d in (tmp_path / "chain", start)]
+    assert records[0]["how"] == records[1]["how"] and not records[0]["one_command"]
+    assert records[0]["how"].count("--continue-from DIR --phases 4") == 2
+
+
+def test_the_shipped_record_is_the_app_planted_recipe():
+    """data/app-planted/training.json states the steps ``--recipe app-planted`` runs, flag for flag."""
+    from dataclasses import asdict
+
+    from app_helpers.models import BUNDLED_MODELS
+
+    shipped = json.loads((BUNDLED_MODELS["app-planted"] / "training.json").read_text())
+    configs = [siit._parse(siit._parser(), flags)[1] for flags in siit.RECIPES["app-planted"]]
+    record = {"config": json.loads(json.dumps(asdict(configs[0])))}
+    for config in configs[1:]:
+        how, same = siit._continued(record, config, (4,))
+        record = {"config": json.loads(json.dumps(asdict(config))), "how": how}
+    assert shipped["how"] == record["how"] and shipped["config"] == record["config"]
+    assert shipped["recipe"] == "app-planted" and not shipped["one_command"]
+
+
+@pytest.mark.parametrize("extra", [["--seed", "1"], ["--positional"], ["--continue-from", "x"]])
+def test_a_recipe_refuses_flags_of_its_own(tmp_path, capsys, extra):
+    with pytest.raises(SystemExit):
+        siit.main(["--recipe", "app-planted", "--out", str(tmp_path), *extra])
+    flag = extra[0]
+    assert f"--recipe app-planted runs its own flags; drop {flag}" in capsys.readouterr().err
+    assert not (tmp_path / "training.json").exists()
 
 
 def test_attention_targets_are_wang_et_al_s_positions(sampler):

@@ -131,6 +131,7 @@ def render_planted_card(model_dir: str | Path) -> str:
                     for edge, ok in m["layering"]["holds"].items())
     s = m["search"]
     criteria = "\n".join(f"- {'✅' if ok else '❌'} {name}" for name, ok in m["criteria"].items())
+    criteria += "\n" + _budget(training)
     card = f"""# app-planted — a bundled model whose IOI circuit is known by construction
 
 A GPT-2-architecture model (`GPT2LMHeadModel`, {c['n_layers']} layers × {c['n_heads']} heads =
@@ -149,12 +150,7 @@ Information flows previous token → induction (its keys) → S-inhibition (its 
 would contradict the "remove any role" check below by construction.
 
 ## Training
-{_headline(training)}`python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}{recipe_flags(c)}`: {c['behaviour_steps']} behaviour steps,
-{c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × {6 + bool(c.get('token_rows'))} kinds of rows, AdamW lr {c['lr']:g} with
-warm-up and cosine decay{_positional(c)}{_weights(c)}{_token_rows(c)}{_path_rows(c)}), then {c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g}), then
-{c['isolate_steps']} isolating steps (isolated interchange rows, gradients through the source pass, lr
-{c['isolate_lr']:g} with cosine decay{_signatures(c)}); see `app_helpers/toy/siit.py`. {training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same
-thread count for bit-identical weights. {training.get('how', '')}
+{_training(training)}
 
 ## Measured (held-out prompts, N = 200, seed 12345; ABC corruption)
 - IOI accuracy {m['ioi_accuracy'] * 100:.1f} %, mean logit difference {m['ioi_logit_diff']:.2f}.
@@ -228,10 +224,59 @@ def _planted_shortfalls(m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _headline(training: dict) -> str:
-    """Nothing for weights that one command gives; for a chain of commands, that the flags are the last one's."""
-    return "" if training.get("one_command", True) else ("Several commands, listed at the end of this section; "
-                                                           "the last one's settings: ")
+#: The issue's budget for training app-planted: one seeded command, 2 CPU threads, at most 75 minutes.
+TRAINING_BUDGET_MINUTES = 75
+
+
+def _budget(training: dict) -> str:
+    """The card's criteria line for the training budget, from the record (a chain of commands misses it)."""
+    minutes, one = training["seconds"] / 60, training.get("one_command", True)
+    ok = one and minutes <= TRAINING_BUDGET_MINUTES and training["threads"] <= 2
+    return (f"- {'✅' if ok else '❌'} one seeded command trains it in <= {TRAINING_BUDGET_MINUTES} minutes on 2 CPU "
+            f"threads (this model: {minutes:.0f} minutes with {training['threads']} threads, "
+            f"{'one command' if one else 'a chain of commands, listed under Training'})")
+
+
+def _training(training: dict) -> str:
+    """How the weights were trained: the one command, or each command of a chain with the phases it ran (a chain
+    recorded before the record kept its steps: the record's own account, which lists every command's flags)."""
+    clock = (f"{training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same "
+             "thread count for bit-identical weights; see `app_helpers/toy/siit.py`.")
+    c = training["config"]
+    if training.get("one_command", True):
+        return (f"`python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}{recipe_flags(c)}`: "
+                f"{_phases(c, [1, 2, 3, 4])}. {clock} {training.get('how', '')}").rstrip()
+    if "steps" not in training:
+        return f"{training['how']} {clock}"
+    recipe = training.get("recipe")
+    runs = f" (`python -m app_helpers.toy.siit --recipe {recipe} --out data/app-planted` runs them)" if recipe else ""
+    lines = [f"{len(training['steps'])} commands in turn{runs}. {clock}", ""]
+    for i, step in enumerate(training["steps"], 1):
+        cfg, phases = step["config"], step["phases"]
+        where = (f"--seed {cfg['seed']}" if 1 in phases else
+                 f"--continue-from <step {i - 1}> --phases {','.join(map(str, phases))}")
+        counts = " ".join(f"--{PHASE_STEPS[p].replace('_', '-')} {cfg[PHASE_STEPS[p]]}" for p in phases)
+        verdict = "" if step["same"] else "; a recipe of its own: no single command gives these weights"
+        lines.append(f"{i}. `{where}{recipe_flags(cfg)} {counts}`: {_phases(cfg, phases)}{verdict}.")
+    return "\n".join(lines)
+
+
+#: Each training phase's step count in a recipe's config (``toy.siit`` names the phases a command ran by these).
+PHASE_STEPS = {1: "behaviour_steps", 2: "planting_steps", 3: "polish_steps", 4: "isolate_steps"}
+
+
+def _phases(c: dict, phases: list[int]) -> str:
+    """What ``phases`` ran under the recipe ``c`` (phases without steps left out). The options of phases 2-4 are
+    told with phase 2, or with phase 4 when that ran on its own."""
+    options = f"{_positional(c)}{_weights(c)}{_token_rows(c)}{_path_rows(c)}"
+    text = {1: f"{c['behaviour_steps']} behaviour steps",
+            2: f"{c['planting_steps']} planting steps (batch {c['batch_size']} base prompts × "
+               f"{6 + bool(c.get('token_rows'))} kinds of rows, AdamW lr {c['lr']:g} with warm-up and cosine decay"
+               f"{options})",
+            3: f"{c['polish_steps']} polish steps (fresh optimiser, lr {c['polish_lr']:g})",
+            4: f"{c['isolate_steps']} isolating steps (isolated interchange rows, gradients through the source pass, "
+               f"lr {c['isolate_lr']:g} with cosine decay{options * (2 not in phases)}{_signatures(c)})"}
+    return ", then ".join(text[p] for p in phases if c[PHASE_STEPS[p]])
 
 
 def recipe_flags(c: dict) -> str:
@@ -268,25 +313,25 @@ def _token_rows(c: dict) -> str:
     """The token rows, when used: phases 2-4 switch the name at S2 with what reads it held."""
     if not c.get("token_rows"):
         return ""
-    return ("; in this phase and the next two each base prompt also gets a token row: another name at S2, the "
-            "previous-token and induction heads held at their clean values, the clean output as target")
+    return ("; each base prompt also gets a token row (phases 2-4): another name at S2, the previous-token and "
+            "induction heads held at their clean values, the clean output as target")
 
 
 def _path_rows(c: dict) -> str:
     """The mediated path rows, when used: phases 2-4 hold only the next role, every other head computes."""
     if not c.get("mediated_path"):
         return ""
-    return ("; in this phase and the next two each path row holds only the next role's heads at their clean "
-            "values (every other head computes), so that no route around the next step goes unpunished")
+    return ("; each path row holds only the next role's heads at their clean values (phases 2-4; every other "
+            "head computes), so that no route around the next step goes unpunished")
 
 
 def _weights(c: dict) -> str:
     """The interchange rows' role weights, when the recipe set them (phases 2-4; evenly otherwise)."""
     if not c.get("interchange_weights"):
         return ""
-    return ("; in this phase and the next two the interchange rows draw their role with weights "
+    return ("; the interchange rows draw their role with weights "
             + " / ".join(f"{w:g}" for w in c["interchange_weights"]) + " (previous token, induction, S-inhibition, "
-            "name mover)")
+            "name mover; phases 2-4)")
 
 
 def _signatures(c: dict) -> str:

@@ -1,6 +1,8 @@
 """Train ``app-planted``: a GPT-2 whose IOI circuit is known by construction (strict interchange training).
 
-``python -m app_helpers.toy.siit --out data/app-planted`` (about 70 minutes on 2 CPU cores).
+``python -m app_helpers.toy.siit --recipe app-planted --out data/app-planted`` trains the shipped model: three
+commands in turn (``RECIPES``), 117 minutes on 2 CPU threads. Without ``--recipe`` one command runs all four
+phases below with the flags given (about 70 minutes with the defaults).
 
 The recipe follows interchange intervention training (Geiger et al. 2022) in its strict form (SIIT, Gupta
 et al. 2024), with the high-level model of ``toy.ioi_algorithm``; each role is mapped to its heads
@@ -27,7 +29,7 @@ token         (``--token-rows`` only) S2's token from the ABC prompt; the  the c
 (the kit's evaluator ablates this way; kept as a running mean during training). The truth-only and strict
 rows make heads outside the map irrelevant; the path rows make each role act only through the next
 one (what path patching will look for); the interchange and ablation rows plant the algorithm itself.
-The token rows (``--token-rows``, off in the shipped recipe) do for the input what the path rows do for the
+The token rows (``--token-rows``) do for the input what the path rows do for the
 roles: in the high-level model the name at S2 reaches the answer only through induction, so with induction
 (and what it reads) held, a different name at S2 must change nothing. Without them the heads downstream may
 read S2's own token (the repeated name on every real prompt) beside induction's output, and a source's
@@ -46,131 +48,31 @@ names to output instead of writing the name (interchange accuracy 100 % when the
 names, 0 % when it has two others). Its sources more often hold one of the base's names and a fresh one
 (``ISOLATE_SOURCE_MIX``): the only pairs on which "the repeated name" and "the other name" differ for the
 middle roles. Cosine decay from ``isolate_lr``.
-Phase 4 can also plant Wang et al.'s *signatures* on the clean rows (``--attention-weight``,
-``--direct-weight``; off in the shipped recipe), so that ``roles.label_heads`` could find the roles the way it
-finds them in GPT-2: each role's heads attend where the role reads (``ATTENTION_TARGETS``: previous token
-everywhere, S2 → S1+1, END → S2, END → IO), and only the name movers write the answer straight into the
-logits (``direct_loss``). Interchange training plants *what* each role carries, never *how* it gets it, and
-phases 2–3 gave heads that compute the algorithm with attention on other tokens. Continued from the same
-phase-3 weights for the same 1000 steps, the signatures cost interchange accuracy: with weights 3 and 10 the
-labeller recovers 6 of the 10 truth heads (2 without) and the search finds 8 of them (6 without), but
-induction's interchange accuracy falls from 99.6 % to 88 % and the name movers carry a name from a source
-with two other names in 52 of 71 pairs (68 without). They would need the longer schedule of a full retrain.
-``--positional`` (phases 2–4; off in the shipped recipe) makes the map position-specific as well: a role's
-heads take the source's value only at the role's own positions (``role_positions``: the token after each name,
-S2, END), and are mean-ablated everywhere else in the truth and isolated rows (and half the interchange rows).
-Patching every position, as the table says, lets the heads compute their step wherever it is easiest; the
-shipped model does much of it at END, so attention shows none of the steps. Measured (the full command with
-``--positional``, then phase 4 with ``--attention-weight 1 --direct-weight 10``, 68 minutes on 2 threads; the
-card's numbers, the shipped model's in parentheses): heads outside the truth now move the logit difference by at
-most 2.2 % (8.2 / 9.6 %), path patching sees 2 of the 4 edges (1), the grid gives 10 distinct circuits (5),
-APP including pruning is ×4.1 cheaper (×2.4) and the labeller recovers 6 of the 10 roles (2; it still finds
-no S-inhibition head: the name movers' attention barely moves when one is corrupted). But interchange accuracy
-falls for induction and S-inhibition, 81 / 87 % (99.6 / 99.1; previous token 87 %, was 80 %), and the
-chosen circuit holds 5 of the 10 heads (6). With ``--positional`` alone (68 minutes): outside heads ≤ 2.0 %,
-TPR 0.80 (8 of 10 heads, precision 1.00), 7 distinct circuits, APP ×2.6 with pruning, 2 / 4 edges, recovery
-2 / 10, and interchange accuracy 84 / 75 / 98 / 96 % (induction right on 148 of the 185 pairs whose source has
-the base's own names, 185 without ``--positional``; twice induction's share of the isolated rows gives 78 %
-only). Neither is shipped: interchange accuracy is what makes the truth known by construction, and these runs
-trade it away for strictness. Nor is it a matter of how often each role is trained: drawing the interchange rows'
-roles unevenly (``--interchange-weights 0.3,0.4,0.1,0.2``, upstream roles most; the full positional command,
-60 minutes) leaves induction at 81 % and previous token at 81 % and costs the name movers (91 %), with 1 / 4
-edges and TPR 0.60; its phase 4 with ``--direct-weight 10`` lifts induction to 97 % and path patching sees 3 / 4
-edges, but S-inhibition falls to 78 %, heads outside the truth move the logit difference by 3.8 %, and removing
-the previous-token heads keeps Perf at 111 % (induction no longer needs them). Nor is it S2's own token (the
-repeated name on every real prompt), which the heads downstream could read beside induction's output:
-``--token-rows`` (the full positional command with them; 86 minutes on 2 threads, over the 75-minute budget) makes
-them read S2 through induction almost only (``s2_bypass`` 91 %, 49 % as shipped), and induction stays at 75 % (143
-/ 185 with the base's own names; previous token 93, S-inhibition 93, name movers 89 %, outside heads up to 4.6 %, 1
-/ 4 edges, TPR 0.70). What it is: the positional recipe patches a role at its own positions, the card's evaluator
-at every position. On that model each role patched at its own positions only
-(``planted_checks.interchange_by_names(own_positions=True)``) is right on 100 / 100 / 74 / 92 % of the pairs
-(previous token, induction, S-inhibition, name movers); on the shipped model previous token is right on 100 % there
-(80 % at every position). ``--head-level-share 0.5`` (half the interchange rows patched at every position), in
-phase 4 alone from the same phase-3 weights (21 minutes), lifts every-position interchange accuracy to 94.0 / 95.7
-/ 95.7 / 97.6 %, but Perf(truth) falls to 84 %, outside heads reach 4.0 %, and path patching still sees 1 / 4 edges
-(TPR 0.70, recovery 2 / 10). The same phase 4 with ``--direct-weight 10`` besides (17 minutes) keeps Perf(truth) at
-104 %, outside heads at 2.7 / 2.8 % (under 3 %), the name movers first into the logits (2 / 4 edges), APP's TPR at
-0.80 (dense 0.70), previous token 94.0, induction 94.8, name movers 98.2 %, but S-inhibition falls to 58 %: 6 of
-the 9 criteria. A full positional run with ``--head-level-share 0.5`` from phase 2 on and *without* the token rows
-(phases 1–3 then phase 4 via ``--continue-from``, 79 minutes) does not repeat that: interchange accuracy 84.7 /
-81.5 / 75.4 / 99.7 %, outside heads up to 4.0 %, 2 / 4 edges, TPR 0.50; its phase 4 with ``--direct-weight 10``
-instead: 84.7 / 83.6 / 70.3 / 99.7 %, outside heads 5.8 %, TPR 0.50 (5 of 9 each). Its S2 bypass is open again
-(``s2_bypass`` with induction held 25 %; 91–94 % with the token rows), and its phase 4 with the token rows added
-(phase 4 only) closes it to 72 % and lifts induction to 90.9 % and S-inhibition to 83.2 % (previous token 83.7 %,
-5 of 9). So the two work together: patching every position repairs a role only once the token rows keep the
-layers downstream from reading S2's name directly, and the token rows must be there from phase 2 (94 / 96 / 96 /
-98 % then). That recipe takes about 90 minutes on 2 threads, over the 75-minute budget.
-Where S-inhibition acts: patched at END alone (its position in the high-level model) its heads change nothing on
-the shipped model and on most runs above (46.1 %, exactly the pairs whose answer stays; 60.3 % at best, the
-token-rows run with the every-position share in phase 4); patched at S2 alone the shipped model is right on 99.1 %. Its heads do their step at S2, and the name movers read it there, not in their queries at END.
-``--mediated-path-rows`` (phases 2–4, off as shipped) asks the path rows for more: only the next role's heads
-held at their clean values, every other head computing. In the high-level model a role reaches the answer through
-the next role only; holding every head cannot see a route around the next step (name movers reading induction's
-output at S2 themselves, say). With the token rows, the every-position share and ``--direct-weight 10``, the steps
-cut to fit the budget (``--planting-steps 3200 --polish-steps 1300 --isolate-steps 900``, 66 minutes), it gives
-interchange accuracy 74.4 / 87.1 / 80.6 / 85.0 %, heads outside the truth up to 7.7 / 9.0 % (head 2.0), 1 / 4
-edges (the name movers' queries read 5.3 first, then 4.4 and 5.0 from outside the truth), TPR 0.70 / 0.80 (dense
-/ APP), 5 of 9, and S-inhibition at END alone still changes nothing (46.1 %). Not shipped. Its truth rows' loss
-stayed high (3.6 at the end of phase 2; 1.0 and 0.55 at that step in the earlier runs with the default path rows).
-Why S2: on the shipped model head 5.3 attends from S2 to IO and S1 alike, and the name movers 6.5 and 7.2 attend
-from END to S2 (0.96 / 0.99 of their attention), not to IO: S2's residual holds both names and which one repeats
-(its own token), the answer forms there, and the "name movers" carry it to END. Phases 1-3 fix that mechanism
-before phase 4's attention loss could ask for Wang et al.'s. ``--signatures-from 2`` applies the signature losses
-from phase 2 on instead. With the options of the run above but ``--attention-weight 1`` instead of the mediated
-path rows (``--planting-steps 3000 --polish-steps 1200``), stopped for time two thirds into phase 3: the attention
-loss fell to 0.26, but the truth rows' loss did not fall at all (4.4 at the end of phase 2, 4.0 in phase 3): with
-the roles' attention fixed where Wang et al. find it and every other head silenced, the truth could not yet do the
-task alone. Whether a longer phase 2 gets there is open.
-``--attention-roles`` limits the attention loss to some roles. Wang et al.'s movers attend from END to IO, so that
-their queries must learn from S-inhibition which name to avoid; asked for that alone (``--attention-roles 'name
-mover' --attention-weight 1``, with ``--direct-weight 10`` and the every-position share, phase 4 alone from the
-positional token-rows phase-3 weights, 21 minutes), the movers look at both names (END → IO 0.30-0.55, → S1
-0.27-0.43 of their attention), S-inhibition at END alone still changes nothing (46.1 %), and interchange accuracy
-is 94.9 / 96.6 / 62.5 / 96.2 % (outside heads 2.8 %, 1 / 4 edges, TPR 0.70; 6 of 9, as without the attention loss).
-With S-inhibition's attention too (``--attention-roles 's-inhibition,name mover'``, the same phase 4) its heads
-look from END at S2 (0.52 / 0.95 / 0.69), and its step moves towards END: patched at END alone it is right on 58.6 %
-of the pairs (46.1 % before), at S2 alone on 46.1 % (inert; 51.7 %). Interchange accuracy 95.8 / 97.4 / 72.4 / 97.1
-%, TPR 0.80 dense and APP, the name movers first into the logits (2 / 4 edges; into their queries 5.3, 4.1, then
-induction's 2.2), but heads outside the truth move the logit difference by up to 4.2 % (head 3.4): 6 of 9. The
-movers still look at both names alike. The same phase 4 once more from there (``--continue-from`` that model;
-111 minutes in all) goes on: S-inhibition looks from END at S2 (0.78 / 0.99 / 0.93) and patched at END alone is
-right on 79.3 %; interchange accuracy 96.7 / 99.6 / 84.5 / 98.8 %, outside heads up to 3.4 %, still 2 / 4 edges
-(into the movers' queries 5.3, 4.1, 2.2), TPR 0.70: 5 of 9, but the closest any run has come to Wang et al.'s
-mechanism. A third phase 4 from there with ``--attention-weight 3`` (132 minutes in all) gives 7 of 9: interchange
-accuracy 99.1 / 100 / 97.0 / 100 %, S-inhibition at END alone 99.6 % (its heads look from END at S2 only), the
-movers look from END at IO (0.81 / 0.69 / 0.91), outside heads up to 2.1 / 2.2 %, Perf(truth) 95.8 %, recovery 4 /
-10; it fails the layering (2 / 4 edges: induction's keys read 0.3 then 0.7, the movers' queries 5.3, 4.1 then 0.3)
-and TPR (0.60: the chosen circuits miss 4.1, 4.6, 6.5, 7.2). A budget recipe would need that much phase 4 (with
-the attention weight at 3) and shorter phases 2-3, or a GPU.
-Why the search misses movers there: 6.0 writes 80 % of the movers' direct effect, so 6.5 and 7.2 (each just over
-``MOVER_DIRECT_MIN``) stay under the selection rule's bar. ``--mover-direct-min 0.25`` asks each mover for a
-quarter. One phase 4 of 2000 steps straight from the positional token-rows phase-3 weights (``--continue-from
-P3 --phases 4 --isolate-steps 2000 --mover-direct-min 0.25 --attention-weight 3``, the roles and flags above;
-99 minutes in all) shares the answer out (direct effects 6.0 0.70, 6.5 0.24, 7.2 0.27) and the dense search finds
-all three movers (TPR 0.90; APP 0.70), S-inhibition at END alone is right on 99.6 %; but heads outside the truth
-move the logit difference by up to 5.5 % (head 5.5), Perf(truth) falls to 76.6 % and previous token's
-interchange accuracy to 94.9 %: 4 of 9. The same phase 4 once more, 1000 steps from there (117 minutes in all,
-three commands), gives 8 of 9: interchange accuracy 99.5 / 100 / 99.6 / 100 %, outside heads up to 1.6 / 1.5 %,
-Perf(truth) 97.5 % (each role removed <= 3.8 %), S-inhibition at END alone 99.6 %, TPR 0.90 dense and APP (the
-chosen circuit misses only 7.2), 5 distinct circuits, APP x2.0 incl. pruning, recovery 5 / 10; it fails only the
-layering (2 / 4 edges: induction's keys read 0.3 then 0.4, not 1.5; the movers' queries 5.3, 4.1 then 0.3, not
-4.6). With every role's attention besides (``--attention-roles`` left at all four), 1000 more steps from there
-(132 minutes in all) the labeller recovers 7 / 10 roles (one previous-token and one induction head now) and
-induction's keys read 1.5 first, but heads outside the truth move the logit difference by up to 4.3 % and the chosen
-circuit misses 3.6, 4.6, 7.2 (TPR 0.70): 7 of 9. Shorter phases 2-3 do not buy the time back: with
-``--planting-steps 2000 --polish-steps 500`` (the same phase 4) the truth rows' loss is 3.5 at the end of phase 2
-and 2.6-3.3 half-way through phase 4 (P3: 0.7 after 4000 planting steps; it falls only 2100-2700 steps into
-planting); stopped.
-The S-inhibition and name-mover attention from the planting phase on (``--positional --token-rows
---head-level-share 0.5 --direct-weight 10 --attention-weight 1 --signatures-from 2 --attention-roles
-'s-inhibition,name mover' --planting-steps 3200``) ran phase 2 at 0.85 s a step, so the full command would take
-about 85 minutes; stopped 1980 steps into phase 2's 3200, with the attention loss at 0.09 and the truth rows' loss
-at 4.2 (3.8 at that step in the mediated-path-rows run, without signatures).
+
+Options (off by default; the shipped recipe uses all but the last three):
+
+- ``--positional`` (phases 2–4): a role's heads take the source's value only at the role's own positions
+  (``role_positions``: the token after each name, S2, END) and are mean-ablated elsewhere in the truth and
+  isolated rows, so each step is planted where the high-level model puts it, not wherever it is easiest.
+- ``--head-level-share P`` (with ``--positional``): that share of the interchange rows patched at every
+  position, as the kit's evaluator patches.
+- ``--token-rows`` (phases 2–4): the token rows of the table.
+- ``--attention-weight``, ``--attention-roles``, ``--direct-weight``, ``--mover-direct-min`` (phase 4): Wang et
+  al.'s *signatures* on the clean rows, so that ``roles.label_heads`` can find the roles as it does in GPT-2:
+  the named roles' heads attend where the role reads (``ATTENTION_TARGETS``), and only the name movers write
+  the answer straight into the logits, each at least the given share of the logit difference (``direct_loss``).
+  Interchange training plants *what* each role carries, never *how* it gets it.
+- ``--signatures-from 2``: the signature losses from the planting phase on.
+- ``--interchange-weights``: how often each role is an interchange row's (evenly otherwise).
+- ``--mediated-path-rows``: path rows hold only the next role's heads, every other head computing.
+
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command when the saved model ran
 none of those phases with the same flags. A phase run again, or with other flags, makes a recipe of its own; the
-record (``training.json``: ``how``, ``one_command``) and the card list each step's flags.
+record (``training.json``: ``how``, ``one_command``, ``steps``) and the card list each command's flags.
+
+What each option bought and cost, run by run with the card's measurements, and why the shipped recipe is this
+chain: ``data/app-planted/RECIPE-NOTES.md``.
 Seeded: the same seed and thread count give the same weights.
 """
 from __future__ import annotations
@@ -178,6 +80,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -188,7 +91,7 @@ from tqdm.auto import tqdm
 
 from ..circuits import Circuit, planted_truth
 from ..wordlevel import build_word_level_tokenizer
-from .card import recipe_flags, write_planted_card
+from .card import PHASE_STEPS, recipe_flags, write_planted_card
 from .ioi_algorithm import ABLATED, ROLE_ORDER, ROLES, run
 from .ioi_prompts import Prompt, PromptSampler, pad, role_positions
 from .train import gpt2_model, warmup_cosine
@@ -208,7 +111,7 @@ MOVER_DIRECT_MIN = 0.1
 
 @dataclass
 class SIITConfig:
-    """The recipe; defaults reproduce the shipped model."""
+    """One command's recipe; the defaults are the plain one (no option), ``RECIPES`` the shipped chain."""
 
     n_layers: int = 8
     n_heads: int = 8
@@ -225,12 +128,12 @@ class SIITConfig:
     mover_direct_min: float = MOVER_DIRECT_MIN  # with direct_weight: the share of the LD each mover must write
     signatures_from: int = 4  # the phase (2 or 4) from which the two signature losses above apply
     attention_roles: tuple[str, ...] = ROLE_ORDER  # the roles whose heads the attention loss steers
-    positional: bool = False  # phases 2-4, off as shipped: roles patched at their own positions only
+    positional: bool = False  # phases 2-4: roles patched at their own positions only
     interchange_weights: tuple[float, ...] | None = None  # phases 2-4: how often each role (ROLE_ORDER) is an
-    # interchange row's; None: every role equally, as shipped
-    token_rows: bool = False  # phases 2-4, off as shipped: one token row per base prompt (S2's name switched)
+    # interchange row's; None: every role equally
+    token_rows: bool = False  # phases 2-4: one token row per base prompt (S2's name switched)
     head_level_share: float = 0.0  # with ``positional``: share of interchange rows patched at every position
-    mediated_path: bool = False  # phases 2-4, off as shipped: path rows hold only the next role at its clean value
+    mediated_path: bool = False  # phases 2-4: path rows hold only the next role at its clean value
     ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
     batch_size: int = 32  # base prompts per step (phase 2 runs six rows per base prompt)
     lr: float = 1e-3
@@ -557,7 +460,7 @@ class Planter:
         source's value only at the role's positions (``role_positions``), and in the truth and isolated rows
         (and half the interchange rows) every truth head is mean-ablated away from its role's positions, so
         that it carries its value there and nothing elsewhere. Without this the heads may compute their step
-        at any position (the shipped model does much of it at END), and attention shows none of it.
+        at any position (the plain recipe's model did much of it at END), and attention shows none of it.
         ``config.head_level_share`` of the interchange rows keep the source at every position instead (and
         silence nothing): what the kit's evaluator patches, a head at all positions."""
         on = self.on_role[[p.layout.group for p in prompts], :seq]  # [rows, seq, L, H]
@@ -819,12 +722,8 @@ def continue_from(config: SIITConfig, start_dir: str | Path, out_dir: str | Path
     before = json.loads(earlier.read_text()) if earlier.is_file() else None
     how, same = _continued(before, config, phases)
     return _record(config, out_dir, start, history, history_every, before=before, how=how,
-                   one_command=same and (before or {}).get("one_command", True))
-
-
-#: The steps of each late phase in the config: a start model that ran none of a phase's steps left it to the
-#: continuation, which then matches the one command exactly when every other setting agrees.
-_PHASE_STEPS = {3: "polish_steps", 4: "isolate_steps"}
+                   one_command=same and (before or {}).get("one_command", True),
+                   steps=_steps(before) + [{"config": asdict(config), "phases": list(phases), "same": same}])
 
 
 def _continued(before: dict | None, config: SIITConfig, phases: tuple[int, ...]) -> tuple[str, bool]:
@@ -834,10 +733,10 @@ def _continued(before: dict | None, config: SIITConfig, phases: tuple[int, ...])
     as_json = lambda c: json.loads(json.dumps(c))  # noqa: E731 (tuples as the record holds them: lists)
     new = as_json(asdict(config))
     old = {**as_json(asdict(SIITConfig())), **(before or {}).get("config", {})}  # older records lack newer settings
-    late = {_PHASE_STEPS[p] for p in phases}
+    late = {PHASE_STEPS[p] for p in phases}
     same = before is not None and all(old[k] == 0 for k in late) and all(
         old[k] == v for k, v in new.items() if k not in late)
-    steps = _step_flags(new, [_PHASE_STEPS[p] for p in phases])
+    steps = _step_flags(new, [PHASE_STEPS[p] for p in phases])
     verdict = (": the same weights as the one command with these flags (tests/test_siit_training.py checks it on a "
                "small model)." if same else ", a recipe of its own: no single command gives these weights (the start "
                "model had run this phase already, used other settings or has no record).")
@@ -848,9 +747,18 @@ def _continued(before: dict | None, config: SIITConfig, phases: tuple[int, ...])
     return f"{before.get('how') or _first_command(old)} {sentence}", same
 
 
+def _steps(before: dict | None) -> list[dict]:
+    """The commands so far, each with its config and phases (the card describes each phase with the settings it
+    ran under); a record before a chain is one command that ran every phase its config has steps for."""
+    if before is None:
+        return []
+    config = {**json.loads(json.dumps(asdict(SIITConfig()))), **before["config"]}
+    return before.get("steps") or [{"config": config, "phases": [1, 2, 3, 4], "same": True}]
+
+
 def _first_command(c: dict) -> str:
     """The command that trained a chain's start model, as the record states it (the chain's first step)."""
-    steps = _step_flags(c, ["behaviour_steps", "planting_steps", "polish_steps", "isolate_steps"])
+    steps = _step_flags(c, list(PHASE_STEPS.values()))
     return f"First `--seed {c['seed']}{recipe_flags(c)} {steps}`."
 
 
@@ -940,7 +848,41 @@ def _roles(text: str) -> tuple[str, ...]:
     return tuple(r for r in ROLE_ORDER if r in roles)
 
 
-def main(argv=None) -> int:
+#: The phase-4 flags of the shipped model's last two commands: the positional token-rows recipe with half the
+#: interchange rows patched at every position, and Wang et al.'s signatures for S-inhibition and the name movers.
+_SIGNATURE_FLAGS = ["--positional", "--token-rows", "--head-level-share", "0.5", "--direct-weight", "10",
+                    "--mover-direct-min", "0.25", "--attention-weight", "3",
+                    "--attention-roles", "s-inhibition,name mover"]
+#: Named chains of commands (each step's flags; every step after the first continues from the one before).
+#: "app-planted" is how the shipped model was trained: phases 1-3, then phase 4 twice (2000 steps, then 1000
+#: more on a fresh cosine schedule); 117 minutes on 2 CPU threads.
+RECIPES = {"app-planted": (["--positional", "--token-rows", "--isolate-steps", "0"],
+                           ["--phases", "4", *_SIGNATURE_FLAGS, "--isolate-steps", "2000"],
+                           ["--phases", "4", *_SIGNATURE_FLAGS, "--isolate-steps", "1000"])}
+
+
+def run_recipe(name: str, out: str | Path, card: bool = True) -> dict:
+    """Run ``RECIPES[name]`` into ``out`` and note the recipe in its ``training.json`` (the card names it)."""
+    record = {**run_chain(RECIPES[name], out), "recipe": name}
+    (Path(out) / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    if card:
+        print(write_planted_card(out))
+    return record
+
+
+def run_chain(steps: tuple[list[str], ...], out: str | Path) -> dict:
+    """Each step's flags in turn, as its own command; every step after the first continues from the one
+    before (the intermediate models live in a temporary folder). Returns ``out``'s ``training.json``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = None
+        for i, flags in enumerate(steps):
+            here = str(out) if i == len(steps) - 1 else f"{tmp}/step{i}"
+            main([*flags, "--out", here, "--no-card", *(["--continue-from", start] if start else [])])
+            start = here
+    return json.loads((Path(out) / "training.json").read_text())
+
+
+def _parser() -> argparse.ArgumentParser:
     defaults = SIITConfig()
     parser = argparse.ArgumentParser(prog="python -m app_helpers.toy.siit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -951,7 +893,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--isolate-steps", type=int, default=defaults.isolate_steps)
     parser.add_argument("--attention-weight", type=float, default=defaults.attention_weight,
-                        help="weight of the roles' attention loss from --signatures-from on (0: off, as shipped)")
+                        help="weight of the roles' attention loss from --signatures-from on (0: off)")
     parser.add_argument("--direct-weight", type=float, default=defaults.direct_weight,
                         help="weight of the loss that only name movers write the answer, from --signatures-from on "
                              "(0: off)")
@@ -967,13 +909,13 @@ def main(argv=None) -> int:
     parser.add_argument("--positional", action="store_true",
                         help="phases 2-4: patch each role at its own positions only, and silence it elsewhere")
     parser.add_argument("--token-rows", action="store_true",
-                        help="phases 2-4: rows that switch the name at S2 with induction held (off as shipped)")
+                        help="phases 2-4: rows that switch the name at S2 with induction held")
     parser.add_argument("--head-level-share", type=float, default=defaults.head_level_share, metavar="P",
                         help="with --positional: the share (0 to 1) of interchange rows whose role takes the source "
-                             "at every position, as the kit's evaluator patches (0 as shipped)")
+                             "at every position, as the kit's evaluator patches (default 0)")
     parser.add_argument("--mediated-path-rows", action="store_true",
                         help="phases 2-4: path rows hold only the next role at its clean value, the other heads "
-                             "compute (off as shipped: every other head held)")
+                             "compute (off: every other head held)")
     parser.add_argument("--interchange-weights", metavar="W,W,W,W", type=_role_weights,
                         help="phases 2-4: how often each role (previous token, induction, S-inhibition, name "
                              "mover) is an interchange row's, e.g. 0.3,0.4,0.15,0.15 (default: evenly)")
@@ -981,6 +923,14 @@ def main(argv=None) -> int:
     parser.add_argument("--phases", default="3,4", choices=("3,4", "3", "4"),
                         help="with --continue-from: 3,4 or 3 (DIR holds a phase-2 model) or 4 (a phase-3 model)")
     parser.add_argument("--no-card", action="store_true", help="skip the measurements and the model card")
+    parser.add_argument("--recipe", choices=sorted(RECIPES),
+                        help="run a named chain of commands into --out (app-planted: the shipped model's three, "
+                             "117 minutes on 2 threads); takes no other flag but --out and --no-card")
+    return parser
+
+
+def _parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, SIITConfig]:
+    """The command line's arguments and the recipe they ask for (bad values end in ``parser.error``)."""
     args = parser.parse_args(argv)
     for flag in ("attention_weight", "direct_weight"):
         if getattr(args, flag) < 0:
@@ -999,6 +949,20 @@ def main(argv=None) -> int:
                         positional=args.positional, interchange_weights=args.interchange_weights,
                         token_rows=args.token_rows, head_level_share=args.head_level_share,
                         mediated_path=args.mediated_path_rows)
+    return args, config
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args, config = _parse(parser, argv)
+    if args.recipe:
+        extra = {k for k, v in vars(args).items() if k not in ("recipe", "out", "no_card")
+                 and v != parser.get_default(k)}
+        if extra:
+            parser.error(f"--recipe {args.recipe} runs its own flags; drop "
+                         + ", ".join("--" + k.replace("_", "-") for k in sorted(extra)))
+        run_recipe(args.recipe, args.out, card=not args.no_card)
+        return 0
     if args.continue_from:
         if not (Path(args.continue_from) / "config.json").is_file():
             parser.error(f"--continue-from wants a folder holding a saved model (config.json and weights); "
