@@ -235,11 +235,40 @@ def estimate_line(model, notebook: str, size: str | Size, is_gpt2_small: bool, s
                   flops_per_second: float | None = None) -> str:
     """The line a notebook prints before its long cells (``seq``: default, the IOI prompts' length)."""
     size = get_size(size)
+    rate = flops_per_second or probe_throughput(model)
+    return f"[{size.name} size] " + describe_estimate(_notebook_stages(model, notebook, size, is_gpt2_small, seq), rate)
+
+
+def _notebook_stages(model, notebook: str, size: Size, is_gpt2_small: bool, seq: int | None = None) -> dict[str, int]:
     if seq is None:
         seq = make_task("ioi", model, n=size.n).clean_tokens.shape[1]
+    return notebook_flops(notebook, Shape.of(model.cfg), size, seq, is_gpt2_small)
+
+
+#: ``SIZE = "auto"``: the paper's size where a notebook's estimate at it (an upper bound) is at most this many
+#: seconds on this device, the tutorial's otherwise. The bundled models on a laptop CPU and most notebooks of
+#: GPT-2 small on a GPU get the paper's numbers; nobody waits much longer than ten minutes for a cell.
+AUTO_BUDGET_SECONDS = 600
+AUTO = "auto"
+
+
+def notebook_size(name: str | Size, model, notebook: str, is_gpt2_small: bool, n: int | None = None,
+                  eval_n: int | None = None, tasks=None, flops_per_second: float | None = None) -> tuple[Size, str]:
+    """A notebook's size with its ``N`` / ``EVAL_N`` / ``TASKS`` overrides, and what to print before its long
+    cells: for ``"auto"``, which size it chose and why (``AUTO_BUDGET_SECONDS``), then the estimate."""
+    if name != AUTO and not isinstance(name, Size) and name not in SIZES:
+        raise ValueError(f"unknown SIZE {name!r}; choose {AUTO!r} or one of {list(SIZES)}")
     rate = flops_per_second or probe_throughput(model)
-    return f"[{size.name} size] " + describe_estimate(
-        notebook_flops(notebook, Shape.of(model.cfg), size, seq, is_gpt2_small), rate)
+    if name != AUTO:
+        size = with_overrides(name, n, eval_n, tasks)
+        return size, estimate_line(model, notebook, size, is_gpt2_small, flops_per_second=rate)
+    paper = with_overrides("paper", n, eval_n, tasks)
+    seconds = sum(_notebook_stages(model, notebook, paper, is_gpt2_small).values()) / rate
+    fits = seconds <= AUTO_BUDGET_SECONDS
+    size = paper if fits else with_overrides("tutorial", n, eval_n, tasks)
+    why = (f"SIZE = 'auto' chose the {size.name} size: the paper's is estimated at most {_duration(seconds)} here, "
+           f"{'within' if fits else 'over'} the {AUTO_BUDGET_SECONDS // 60} minutes 'auto' allows")
+    return size, why + "\n" + estimate_line(model, notebook, size, is_gpt2_small, flops_per_second=rate)
 
 
 def t4_table(seq: int = 20) -> str:

@@ -58,7 +58,8 @@ if "google.colab" in sys.modules and importlib.util.find_spec("app_helpers") is 
 
 # %% tags=["parameters"]
 MODEL = "auto"  # "auto", "gpt2", "app-toy" (bundled), "random-gpt2", or a local Hugging Face model directory
-SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a Colab T4); "paper": the paper's
+SIZE = "auto"  # "auto": the paper's size (N=100, held-out 200, 4 x 4 grid) if estimated to fit 10 min here;
+# "tutorial": N=40, held-out 100, a 2 x 2 grid; "paper": the paper's always
 N = None  # prompts used to score heads and to search (the paper: 100); None: the size's (tutorial 40, paper 100)
 EVAL_N = None  # held-out prompts used to measure Perf (the paper: 200); None: the size's (tutorial 100, paper 200)
 SEED = 0  # seed of the search prompts; the held-out prompts use SEED + 1000
@@ -77,9 +78,9 @@ from app_helpers.models import notebook_model
 
 torch.set_grad_enabled(False)  # patching only reads and overwrites activations
 model, facts = notebook_model(MODEL, task="ioi")  # which model and why, how big, how to get GPT-2
-size = sizing.with_overrides(SIZE, N, EVAL_N)
+size, estimate = sizing.notebook_size(SIZE, model, "00", facts["is_gpt2_small"], N, EVAL_N)
 N, EVAL_N = size.n, size.eval_n
-print(sizing.estimate_line(model, "00", size, facts["is_gpt2_small"]))  # before the long cells below
+print(estimate)  # which size and why, and how long it takes at most here: before the long cells below
 model_is_gpt2 = facts["is_gpt2_small"]
 n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 

@@ -37,7 +37,8 @@ if "google.colab" in sys.modules and importlib.util.find_spec("app_helpers") is 
 # %% tags=["parameters"]
 MODEL = "auto"  # "auto", "gpt2", "app-toy" (bundled), "random-gpt2", or a local Hugging Face model directory
 TASK = "ioi"
-SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a Colab T4); "paper": the paper's
+SIZE = "auto"  # "auto": the paper's size (N=100, held-out 200, 4 x 4 grid) if estimated to fit 10 min here;
+# "tutorial": N=40, held-out 100, a 2 x 2 grid; "paper": the paper's always
 N = None  # calibration prompts: scores and the sweep's Perf are computed on them; None: the size's (tutorial 40, paper 100)
 SEED = 0
 RULE = "first"  # cliff rule: "first", "biggest" or "fixed" (always 0.75)
@@ -51,9 +52,9 @@ from app_helpers.models import notebook_model
 
 torch.set_grad_enabled(False)
 model, facts = notebook_model(MODEL, task=TASK)  # which model and why, how big, how to get GPT-2
-size = sizing.with_overrides(SIZE, N, None)
+size, estimate = sizing.notebook_size(SIZE, model, "03", facts["is_gpt2_small"], N, None)
 N = size.n
-print(sizing.estimate_line(model, "03", size, facts["is_gpt2_small"]))  # before the long cells below
+print(estimate)  # which size and why, and how long it takes at most here: before the long cells below
 model_is_gpt2 = facts["is_gpt2_small"]
 n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 

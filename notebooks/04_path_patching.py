@@ -45,7 +45,8 @@ if "google.colab" in sys.modules and importlib.util.find_spec("app_helpers") is 
 
 # %% tags=["parameters"]
 MODEL = "auto"  # "auto", "gpt2", "app-toy" (bundled), "random-gpt2", or a local Hugging Face model directory
-SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a Colab T4); "paper": the paper's
+SIZE = "auto"  # "auto": the paper's size (N=100, held-out 200, 4 x 4 grid) if estimated to fit 10 min here;
+# "tutorial": N=40, held-out 100, a 2 x 2 grid; "paper": the paper's always
 N = None  # prompts used for patching; None: the size's (tutorial 40, paper 100)
 EVAL_N = None  # held-out prompts for Perf; None: the size's (tutorial 100, paper 200)
 SEED = 0
@@ -62,9 +63,9 @@ from app_helpers.models import notebook_model
 
 torch.set_grad_enabled(False)
 model, facts = notebook_model(MODEL, task="ioi")  # which model and why, how big, how to get GPT-2
-size = sizing.with_overrides(SIZE, N, EVAL_N)
+size, estimate = sizing.notebook_size(SIZE, model, "04", facts["is_gpt2_small"], N, EVAL_N)
 N, EVAL_N = size.n, size.eval_n
-print(sizing.estimate_line(model, "04", size, facts["is_gpt2_small"]))  # before the long cells below
+print(estimate)  # which size and why, and how long it takes at most here: before the long cells below
 model_is_gpt2 = facts["is_gpt2_small"]
 n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 
@@ -320,12 +321,13 @@ for name, circuit in known.items():
 # %% [markdown]
 # **Reading the labels on app-planted.** Its roles were planted by interchange training: the trainer made
 # each role's heads *carry* the algorithm's value (patch them from another prompt and the answer changes as
-# the high-level model says), not *look* where Wang et al.'s heads look. So the labeller finds the name
-# movers (they write the answer into the logits) and little else: the other planted heads do the same job
-# with attention on other tokens. That is a finding, not a failure of either tool: a signature is evidence
-# for a mechanism, and a model may implement an algorithm without it. The model card
-# (`data/app-planted/README.md`) lists which heads are missed and what they were labelled;
-# `app_helpers/toy/siit.py` can plant the signatures as well, and its docstring says what that costs.
+# the high-level model says). It also asked the S-inhibition heads and the name movers to *look* where Wang
+# et al.'s heads look, and the name movers to write the answer into the logits, but not the previous-token and
+# induction heads. So the labeller finds the name movers and two of the three S-inhibition heads, and misses
+# the upstream roles: those heads do their job with attention on other tokens. That is a finding, not a
+# failure of either tool: a signature is evidence for a mechanism, and a model may implement an algorithm
+# without it. The model card (`data/app-planted/README.md`) lists which heads are missed and what they were
+# labelled; `data/app-planted/RECIPE-NOTES.md` shows what planting every role's attention cost.
 
 # %% [markdown]
 # ## 7 · Beside Perf: direct logit attribution and minimality

@@ -44,7 +44,8 @@ if "google.colab" in sys.modules and importlib.util.find_spec("app_helpers") is 
 # %% tags=["parameters"]
 MODEL = "auto"  # "auto", "gpt2", "app-toy" (bundled), "random-gpt2", or a local Hugging Face model directory
 TASKS = None  # None: the size's (tutorial: greater_than, gendered_pronouns; paper: also name_induction, docstring)
-SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a Colab T4); "paper": the paper's
+SIZE = "auto"  # "auto": the paper's size (N=100, held-out 200, 4 x 4 grid) if estimated to fit 10 min here;
+# "tutorial": N=40, held-out 100, a 2 x 2 grid; "paper": the paper's always
 N = None  # prompts for scoring and search, per task; None: the size's (tutorial 40, paper 100)
 EVAL_N = None  # held-out prompts for Perf, per task; None: the size's (tutorial 100, paper 200)
 SEED = 0
@@ -57,9 +58,9 @@ from app_helpers.models import notebook_model
 
 torch.set_grad_enabled(False)
 model, facts = notebook_model(MODEL)  # says which model and why, how big, and how to get GPT-2 small
-size = sizing.with_overrides(SIZE, N, EVAL_N, TASKS)
+size, estimate = sizing.notebook_size(SIZE, model, "06", facts["is_gpt2_small"], N, EVAL_N, TASKS)
 N, EVAL_N, TASKS = size.n, size.eval_n, list(size.tasks)
-print(sizing.estimate_line(model, "06", size, facts["is_gpt2_small"]))  # before the long cells below
+print(estimate)  # which size and why, and how long it takes at most here: before the long cells below
 model_is_gpt2 = facts["is_gpt2_small"]
 n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 

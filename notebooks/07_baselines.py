@@ -45,7 +45,8 @@ if "google.colab" in sys.modules and importlib.util.find_spec("app_helpers") is 
 
 # %% tags=["parameters"]
 MODEL = "auto"  # "auto", "gpt2", "app-toy" (bundled), "random-gpt2", or a local Hugging Face model directory
-SIZE = "tutorial"  # "tutorial": N=40, held-out 100, a 2 x 2 grid (minutes on a Colab T4); "paper": the paper's
+SIZE = "auto"  # "auto": the paper's size (N=100, held-out 200, 4 x 4 grid) if estimated to fit 10 min here;
+# "tutorial": N=40, held-out 100, a 2 x 2 grid; "paper": the paper's always
 N = None  # prompts for scoring and search (the paper: 100); None: the size's (tutorial 40, paper 100)
 EVAL_N = None  # held-out prompts for Perf (the paper: 200); None: the size's (tutorial 100, paper 200)
 SEED = 0
@@ -58,9 +59,9 @@ from app_helpers.models import notebook_model
 
 torch.set_grad_enabled(False)  # the baselines switch gradients on where they need them
 model, facts = notebook_model(MODEL, task="ioi")  # which model and why, how big, how to get GPT-2
-size = sizing.with_overrides(SIZE, N, EVAL_N)
+size, estimate = sizing.notebook_size(SIZE, model, "07", facts["is_gpt2_small"], N, EVAL_N)
 N, EVAL_N = size.n, size.eval_n
-print(sizing.estimate_line(model, "07", size, facts["is_gpt2_small"]))  # before the long cell below
+print(estimate)  # which size and why, and how long it takes at most here: before the long cell below
 n_layers, n_heads = facts["layers"], facts["heads_per_layer"]
 
 # %% [markdown]

@@ -56,6 +56,22 @@ def test_the_probe_measures_a_positive_rate(tiny_gpt2):
     assert sizing.probe_throughput(tiny_gpt2, prompts=4, seq=8, repeats=1) > 0
 
 
+def test_auto_takes_the_paper_size_where_its_estimate_fits_the_budget(tiny_gpt2):
+    paper = sizing.with_overrides("paper", n=7)
+    flops = sum(sizing._notebook_stages(tiny_gpt2, "05", paper, False).values())
+    at_budget = flops / sizing.AUTO_BUDGET_SECONDS
+    for rate, chosen in [(at_budget, "paper"), (at_budget * 0.99, "tutorial"), (1e30, "paper")]:
+        size, line = sizing.notebook_size("auto", tiny_gpt2, "05", False, n=7, flops_per_second=rate)
+        assert size == sizing.with_overrides(chosen, n=7), rate
+        first, estimate = line.split("\n")
+        assert first.startswith(f"SIZE = 'auto' chose the {chosen} size") and estimate.startswith(f"[{chosen} size]")
+        assert ("within" if chosen == "paper" else "over") in first
+    size, line = sizing.notebook_size("tutorial", tiny_gpt2, "05", False, eval_n=9, flops_per_second=1e30)
+    assert size == sizing.with_overrides("tutorial", eval_n=9) and line.startswith("[tutorial size]")
+    with pytest.raises(ValueError, match="unknown SIZE 'huge'; choose 'auto' or one of"):
+        sizing.notebook_size("huge", tiny_gpt2, "05", False)
+
+
 def test_tutorial_notebooks_fit_ten_minutes_on_the_assumed_t4():
     assert [p.stem[:2] for p in sorted(NOTEBOOK_DIR.glob("*.py"))] == list(sizing.NOTEBOOKS)
     for nb in sizing.NOTEBOOKS:
