@@ -730,9 +730,8 @@ def _continued(before: dict | None, config: SIITConfig, phases: tuple[int, ...])
     """The record's account of a ``continue_from`` run, appended to the start model's (this run's exact flags),
     and whether this step gives the one command's weights: only when the start model ran none of these phases
     and used the same settings otherwise (a phase 4 run again, or with other flags, is a recipe of its own)."""
-    as_json = lambda c: json.loads(json.dumps(c))  # noqa: E731 (tuples as the record holds them: lists)
-    new = as_json(asdict(config))
-    old = {**as_json(asdict(SIITConfig())), **(before or {}).get("config", {})}  # older records lack newer settings
+    new = _as_json(asdict(config))
+    old = {**_as_json(asdict(SIITConfig())), **(before or {}).get("config", {})}  # older records lack newer settings
     late = {PHASE_STEPS[p] for p in phases}
     same = before is not None and all(old[k] == 0 for k in late) and all(
         old[k] == v for k, v in new.items() if k not in late)
@@ -752,8 +751,13 @@ def _steps(before: dict | None) -> list[dict]:
     ran under); a record before a chain is one command that ran every phase its config has steps for."""
     if before is None:
         return []
-    config = {**json.loads(json.dumps(asdict(SIITConfig()))), **before["config"]}
+    config = {**_as_json(asdict(SIITConfig())), **before["config"]}
     return before.get("steps") or [{"config": config, "phases": [1, 2, 3, 4], "same": True}]
+
+
+def _as_json(config: dict) -> dict:
+    """A config as its record holds it (tuples become lists), so that records and configs compare equal."""
+    return json.loads(json.dumps(config))
 
 
 def _first_command(c: dict) -> str:
