@@ -150,8 +150,9 @@ def test_path_patching_ranks_name_movers_first_and_finds_the_induction_heads(lay
 
 
 @pytest.mark.xfail(strict=True, reason="shipped model: into the induction heads' keys the scores are all near 0 "
-                   "(0.3, then 0.4 outside the truth), and the name movers' queries read 5.3 and 4.1 but then 0.3 "
-                   "(previous token) before 4.6 — see the card")
+                   "(the previous-token heads reach them through their values: 0.3 -> 2.2 v -0.09), and the name "
+                   "movers' queries read 5.3 and 4.1 but then 0.3 (previous token) before 4.6 — see the card and "
+                   "data/app-planted/RECIPE-NOTES.md")
 def test_path_patching_sees_every_layer(layers):
     assert all(layers.holds.values()), (layers.holds, layers.top)
 
