@@ -185,11 +185,12 @@ print(f"Perf of the APP circuit on {len(eval_task)} held-out prompts: {result.pe
 
 # %% [markdown]
 # ## 5 · APP vs dense path patching
-# The paper runs each method over a 4 × 4 grid of `scale` × `min_value_threshold` (`SIZE = "paper"`; the
-# tutorial size runs 2 × 2), picks one circuit
-# from the grid by a Pareto rule (small but good enough), and scores it on held-out prompts.
-# `run_comparison` does exactly that for both methods, each on its own engine, and measures every
-# cost. This is the slowest cell: dense path patching visits every head.
+# One setting of `scale` and `min_value_threshold` can miss heads: where a role is shared by several heads
+# (backups), each head's own effect is small and may stay under the bar. So the paper runs each method over
+# a 4 × 4 grid of the two (`SIZE = "paper"`; the tutorial size runs 2 × 2), picks one circuit from the grid
+# by a Pareto rule (small but good enough), and scores it on held-out prompts. `run_comparison` does
+# exactly that for both methods, each on its own engine, and measures every cost. This is the slowest
+# cell: dense path patching visits every head.
 
 # %%
 from app_helpers.pipeline import run_comparison
