@@ -350,6 +350,15 @@ def test_the_shipped_record_is_the_app_planted_recipe():
     assert shipped["recipe"] == "app-planted" and not shipped["one_command"]
 
 
+def test_a_chain_or_recipe_that_is_not_one_says_what_it_wants(tmp_path):
+    with pytest.raises(ValueError, match="unknown recipe 'app-toy'; recipes: app-planted"):
+        siit.run_recipe("app-toy", tmp_path)
+    for steps in ((), ("--seed 1",)):
+        with pytest.raises(ValueError, match="a chain is one or more commands, each a list of flags"):
+            siit.run_chain(steps, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("extra", [["--seed", "1"], ["--positional"], ["--continue-from", "x"]])
 def test_a_recipe_refuses_flags_of_its_own(tmp_path, capsys, extra):
     with pytest.raises(SystemExit):

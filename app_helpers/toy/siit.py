@@ -867,6 +867,8 @@ RECIPES = {"app-planted": (["--positional", "--token-rows", "--isolate-steps", "
 
 def run_recipe(name: str, out: str | Path, card: bool = True) -> dict:
     """Run ``RECIPES[name]`` into ``out`` and note the recipe in its ``training.json`` (the card names it)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; recipes: {', '.join(sorted(RECIPES))}")
     record = {**run_chain(RECIPES[name], out), "recipe": name}
     (Path(out) / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     if card:
@@ -877,6 +879,8 @@ def run_recipe(name: str, out: str | Path, card: bool = True) -> dict:
 def run_chain(steps: tuple[list[str], ...], out: str | Path) -> dict:
     """Each step's flags in turn, as its own command; every step after the first continues from the one
     before (the intermediate models live in a temporary folder). Returns ``out``'s ``training.json``."""
+    if not steps or any(not isinstance(flags, list) for flags in steps):
+        raise ValueError(f"a chain is one or more commands, each a list of flags; got {steps!r}")
     with tempfile.TemporaryDirectory() as tmp:
         start = None
         for i, flags in enumerate(steps):
