@@ -723,7 +723,7 @@ def continue_from(config: SIITConfig, start_dir: str | Path, out_dir: str | Path
     how, same = _continued(before, config, phases)
     return _record(config, out_dir, start, history, history_every, before=before, how=how,
                    one_command=same and (before or {}).get("one_command", True),
-                   steps=_steps(before) + [{"config": asdict(config), "phases": list(phases), "same": same}])
+                   steps=_steps(before) + [{"config": _as_json(asdict(config)), "phases": list(phases), "same": same}])
 
 
 def _continued(before: dict | None, config: SIITConfig, phases: tuple[int, ...]) -> tuple[str, bool]:
@@ -731,7 +731,7 @@ def _continued(before: dict | None, config: SIITConfig, phases: tuple[int, ...])
     and whether this step gives the one command's weights: only when the start model ran none of these phases
     and used the same settings otherwise (a phase 4 run again, or with other flags, is a recipe of its own)."""
     new = _as_json(asdict(config))
-    old = {**_as_json(asdict(SIITConfig())), **(before or {}).get("config", {})}  # older records lack newer settings
+    old = _recorded_config(before)
     late = {PHASE_STEPS[p] for p in phases}
     same = before is not None and all(old[k] == 0 for k in late) and all(
         old[k] == v for k, v in new.items() if k not in late)
@@ -751,8 +751,12 @@ def _steps(before: dict | None) -> list[dict]:
     ran under); a record before a chain is one command that ran every phase its config has steps for."""
     if before is None:
         return []
-    config = {**_as_json(asdict(SIITConfig())), **before["config"]}
-    return before.get("steps") or [{"config": config, "phases": [1, 2, 3, 4], "same": True}]
+    return before.get("steps") or [{"config": _recorded_config(before), "phases": [1, 2, 3, 4], "same": True}]
+
+
+def _recorded_config(before: dict | None) -> dict:
+    """The start model's config in record form, with today's defaults for settings older records lack."""
+    return {**_as_json(asdict(SIITConfig())), **(before or {}).get("config", {})}
 
 
 def _as_json(config: dict) -> dict:
