@@ -423,6 +423,29 @@ def test_the_positional_recipe_patches_roles_at_their_positions_and_silences_the
     assert {"truth", "isolated"} <= silenced and not silenced & {"clean", "ablated", "path", "strict"}
 
 
+def test_resampled_silence_takes_the_abc_prompt_where_the_plain_recipe_takes_the_mean(word_tok):
+    """``resample_silence``: exactly the positions the plain positional recipe silences take the group mean or
+    the ABC prompt's value (both turn up); every other entry of every plan is the plain recipe's."""
+    torch.manual_seed(0)
+    _, _, plans, plain = positional_plans(word_tok, 8)
+    torch.manual_seed(0)
+    _, _, _, resampled = positional_plans(word_tok, 8, resample_silence=True)
+    silenced = (plain == siit.MEAN) & (plans[:, None].expand_as(plain) != siit.MEAN)
+    assert silenced.any()
+    assert torch.equal(resampled[~silenced], plain[~silenced])
+    took = resampled[silenced]
+    assert ((took == siit.MEAN) | (took == siit.ABC)).all()
+    assert 0.4 < (took == siit.ABC).float().mean() < 0.6  # even odds over thousands of entries
+
+
+def test_resampled_silence_is_refused_without_the_positional_recipe(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        siit.main(["--out", str(tmp_path), "--no-card", "--resample-silence"])
+    assert "--resample-silence changes how --positional silences heads" in capsys.readouterr().err
+    from app_helpers.toy.card import recipe_flags
+    assert recipe_flags({"positional": True, "resample_silence": True}) == " --positional --resample-silence"
+
+
 @pytest.mark.parametrize("rows, weights, expected", [
     (1, (0, 1, 0, 0), [{"induction"}]),  # a single weighted role: always it
     (2, (0, 1, 0, 1), [{"induction", "name mover"}]),  # two rows, two roles weighted: both, never twice one

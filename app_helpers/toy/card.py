@@ -296,6 +296,7 @@ def recipe_flags(c: dict) -> str:
     if c.get("head_level_share"):
         flags += f" --head-level-share {c['head_level_share']:g}"
     flags += " --token-rows" if c.get("token_rows") else ""
+    flags += " --resample-silence" if c.get("resample_silence") else ""
     return flags + (" --mediated-path-rows" if c.get("mediated_path") else "")
 
 
@@ -305,7 +306,8 @@ def _positional(c: dict) -> str:
         return ""
     whole = c.get("head_level_share", 0)
     return ("; from here on each role is patched at its own positions only (the token after each name, S2, END) "
-            "and silenced elsewhere" + (f", except in {whole * 100:g} % of the interchange rows, patched at every "
+            "and silenced elsewhere" + (" (by the group mean or, half the time, the ABC prompt's own value)"
+                                        if c.get("resample_silence") else "") + (f", except in {whole * 100:g} % of the interchange rows, patched at every "
                                         "position as the evaluator patches" if whole else ""))
 
 

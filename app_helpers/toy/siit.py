@@ -49,7 +49,7 @@ names, 0 % when it has two others). Its sources more often hold one of the base'
 (``ISOLATE_SOURCE_MIX``): the only pairs on which "the repeated name" and "the other name" differ for the
 middle roles. Cosine decay from ``isolate_lr``.
 
-Options (off by default; the shipped recipe uses all but the last three):
+Options (off by default; the shipped recipe uses all but the last four):
 
 - ``--positional`` (phases 2–4): a role's heads take the source's value only at the role's own positions
   (``role_positions``: the token after each name, S2, END) and are mean-ablated elsewhere in the truth and
@@ -65,6 +65,8 @@ Options (off by default; the shipped recipe uses all but the last three):
 - ``--signatures-from 2``: the signature losses from the planting phase on.
 - ``--interchange-weights``: how often each role is an interchange row's (evenly otherwise).
 - ``--mediated-path-rows``: path rows hold only the next role's heads, every other head computing.
+- ``--resample-silence`` (with ``--positional``): heads silenced away from their positions take the ABC prompt's
+  value half the time (resample ablation), not only the group mean.
 
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command when the saved model ran
@@ -134,6 +136,7 @@ class SIITConfig:
     token_rows: bool = False  # phases 2-4: one token row per base prompt (S2's name switched)
     head_level_share: float = 0.0  # with ``positional``: share of interchange rows patched at every position
     mediated_path: bool = False  # phases 2-4: path rows hold only the next role at its clean value
+    resample_silence: bool = False  # with ``positional``: silenced heads take the ABC prompt's value half the time
     ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
     batch_size: int = 32  # base prompts per step (phase 2 runs six rows per base prompt)
     lr: float = 1e-3
@@ -471,7 +474,16 @@ class Planter:
         plans = torch.where(~on & (plans == SOURCE), KEEP, plans)
         silence = torch.tensor([k in ("truth", "isolated") or (k == "interchange" and self.rng.random() < 0.5)
                                 for k in kinds])[:, None, None, None]
-        return torch.where(~on & (plans == KEEP) & silence, MEAN, plans)
+        return torch.where(~on & (plans == KEEP) & silence, self._silent(plans.shape), plans)
+
+    def _silent(self, shape) -> torch.Tensor | int:
+        """What a silenced head takes: the group mean, or (``config.resample_silence``) per row and head the
+        mean or the base's ABC prompt's own value, even odds. The mean alone asks only that the head's *average*
+        value elsewhere be harmless; a single prompt's value asks that nothing it varies with be read there (on
+        the plain recipe the previous-token head 0.3 reads the names at END and the movers' queries use it)."""
+        if not self.config.resample_silence:
+            return MEAN
+        return torch.where(torch.rand(shape) < 0.5, MEAN, ABC)
 
     def rows(self, bases: list[Prompt], sources: list[Prompt]):
         """Per base prompt, six rows (or more: ``interchange_rows``): (kind, plan [L, H], target ids (see
@@ -928,6 +940,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--mediated-path-rows", action="store_true",
                         help="phases 2-4: path rows hold only the next role at its clean value, the other heads "
                              "compute (off: every other head held)")
+    parser.add_argument("--resample-silence", action="store_true",
+                        help="with --positional: heads silenced away from their positions take the ABC prompt's value "
+                             "half the time, not only the group mean")
     parser.add_argument("--interchange-weights", metavar="W,W,W,W", type=_role_weights,
                         help="phases 2-4: how often each role (previous token, induction, S-inhibition, name "
                              "mover) is an interchange row's, e.g. 0.3,0.4,0.15,0.15 (default: evenly)")
@@ -953,6 +968,9 @@ def _parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, S
     if not 0 <= args.head_level_share <= 1 or (args.head_level_share and not args.positional):
         parser.error(f"--head-level-share is a share of the --positional recipe's interchange rows, from 0 to 1; "
                      f"got {args.head_level_share:g}{'' if args.positional else ' without --positional'}")
+    if args.resample_silence and not args.positional:
+        parser.error("--resample-silence changes how --positional silences heads away from their positions; "
+                     "add --positional")
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
                         polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
                         attention_weight=args.attention_weight, direct_weight=args.direct_weight,
@@ -960,7 +978,7 @@ def _parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, S
                         signatures_from=args.signatures_from, attention_roles=args.attention_roles,
                         positional=args.positional, interchange_weights=args.interchange_weights,
                         token_rows=args.token_rows, head_level_share=args.head_level_share,
-                        mediated_path=args.mediated_path_rows)
+                        mediated_path=args.mediated_path_rows, resample_silence=args.resample_silence)
     return args, config
 
 
