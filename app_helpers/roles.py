@@ -9,10 +9,11 @@ and ``recovery`` checks the labels against a circuit whose roles are known (``ci
 
 The signatures describe a *mechanism*. A model that computes the same algorithm another way (attention on
 other tokens, information at other positions) can do the task and still carry none of them; the labels
-then say so, and that is a finding about the model, not a fault of the labeller. The bundled app-planted is
-such a model: its roles were planted by interchange training on head outputs, not on attention, and only its
-name movers show Wang et al.'s signature (tests/test_roles.py measures this; ``toy.siit`` can plant the
-signatures too, at a measured cost in interchange accuracy).
+then say so, and that is a finding about the model, not a fault of the labeller. The bundled app-planted shows
+both sides: interchange training on head outputs alone planted what each role carries but not where it looks
+(its first versions showed only the name movers' signatures); with the roles' attention and the name movers'
+direct effects asked for as well (``toy.siit``), the labeller recovers every one of its planted roles
+(tests/test_roles.py measures it).
 """
 from __future__ import annotations
 

@@ -308,6 +308,7 @@ for name, circuit in known.items():
 # al.'s classes.
 
 # %%
+from app_helpers.identities import head_name
 from app_helpers.roles import label_heads, recovery
 
 labels = label_heads(model, task)
@@ -316,18 +317,24 @@ for role, heads in labels.by_role().items():
     print(f"  {role:<20} {' '.join(f'{l}.{h}' for l, h in heads)}")
 for name, circuit in known.items():
     if circuit.roles:
-        print(f"\nlabels vs {name}: {recovery(labels, circuit)}")
+        found = recovery(labels, circuit)
+        print(f"\nlabels vs {name}: {found}")
+        for head in found.missed:  # the evidence: which score fell short of its threshold
+            print(f"  {head_name(head)}: " + ", ".join(f"{k} {v:.2f}" for k, v in labels.evidence(head).items()))
 
 # %% [markdown]
 # **Reading the labels on app-planted.** Its roles were planted by interchange training: the trainer made
 # each role's heads *carry* the algorithm's value (patch them from another prompt and the answer changes as
-# the high-level model says). It also asked the S-inhibition heads and the name movers to *look* where Wang
-# et al.'s heads look, and the name movers to write the answer into the logits, but not the previous-token and
-# induction heads. So the labeller finds the name movers and two of the three S-inhibition heads, and misses
-# the upstream roles: those heads do their job with attention on other tokens. That is a finding, not a
-# failure of either tool: a signature is evidence for a mechanism, and a model may implement an algorithm
-# without it. The model card (`data/app-planted/README.md`) lists which heads are missed and what they were
-# labelled; `data/app-planted/RECIPE-NOTES.md` shows what planting every role's attention cost.
+# the high-level model says). That alone says nothing about *how* a head gets its value, and the model's first
+# versions did their jobs with attention elsewhere: the labeller found their name movers and little else. So
+# the trainer also asked each role's heads to look where Wang et al.'s heads look, and the name movers to write
+# the answer into the logits; now the labeller finds the planted roles (all 10 on the card's 50 prompts; on
+# this notebook's prompts, the line above). A head it misses is printed with its evidence: which score fell
+# short of its threshold. Heads outside the truth get attention labels too: many heads look at the previous
+# token or at S1+1 and carry nothing the task needs. Attention is evidence for a mechanism, not the definition
+# of a role; the effect-based signatures (direct effect, S-inhibition) are the ones that tie a head to the
+# task. The model card (`data/app-planted/README.md`) gives the recovery on its own prompts;
+# `data/app-planted/RECIPE-NOTES.md` tells what each training step changed.
 
 # %% [markdown]
 # ## 7 · Beside Perf: direct logit attribution and minimality

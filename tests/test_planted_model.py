@@ -87,13 +87,21 @@ def test_name_movers_write_the_name_itself(by_names):
     assert total >= 50 and right / total >= 0.9, by_names["name mover"]
 
 
-def test_the_name_at_s2_reaches_the_answer_only_through_attention(model):
+def test_the_name_at_s2_reaches_the_answer_mostly_through_induction(model):
     """Holding every head at its value, switching S2's name changes nothing (exactly); holding none, the
-    answer flips; holding the induction heads alone keeps nearly all of it, as in the high-level model, where
-    S2's name reaches the answer only through induction (the token rows planted that; the card's number)."""
+    answer flips; holding the induction heads alone keeps most of it (the token rows planted that)."""
     every = [(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
     assert pc.s2_bypass(model, every, n=50) == pytest.approx(1.0, abs=1e-4)
     assert pc.s2_bypass(model, [], n=50) < -0.5
+    assert pc.s2_bypass(model, ROLES["induction"], n=50) > 0.5
+
+
+@pytest.mark.xfail(strict=True, reason="shipped model: holding the induction heads keeps 87 % of the logit "
+                   "difference on these 50 prompts (86 % on the card's 200); the rest reaches the answer from S2's "
+                   "own token around them (v2 of the model: 102 %; see RECIPE-NOTES.md)")
+def test_the_name_at_s2_reaches_the_answer_only_through_induction(model):
+    """In the high-level model S2's name reaches the answer only through induction: holding those heads, a
+    switched name at S2 keeps (nearly) all of the logit difference."""
     assert pc.s2_bypass(model, ROLES["induction"], n=50) >= 0.9
 
 
@@ -144,15 +152,6 @@ def layers(model, task):
     return pc.layering(model, task)
 
 
-def test_path_patching_ranks_name_movers_first_and_finds_the_induction_heads(layers):
-    assert layers.holds["name mover -> logits"], layers.top
-    assert layers.holds["induction -> s-inhibition (v)"], layers.top
-
-
-@pytest.mark.xfail(strict=True, reason="shipped model: into the induction heads' keys the scores are all near 0 "
-                   "(the previous-token heads reach them through their values: 0.3 -> 2.2 v -0.09), and the name "
-                   "movers' queries read 5.3 and 4.1 but then 0.3 (previous token) before 4.6 — see the card and "
-                   "data/app-planted/RECIPE-NOTES.md")
 def test_path_patching_sees_every_layer(layers):
     assert all(layers.holds.values()), (layers.holds, layers.top)
 
@@ -187,7 +186,7 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     training = {**{k: v for k, v in training.items() if k not in ("steps", "recipe")}, "one_command": True,
                 "how": ""}  # as one command would have trained it
     training["config"].update(attention_weight=0.0, direct_weight=0.0, positional=False, interchange_weights=None,
-                              token_rows=False, head_level_share=0.0, mediated_path=False,
+                              token_rows=False, head_level_share=0.0, mediated_path=False, resample_silence=False,
                               attention_roles=list(ROLES))  # the plain recipe, as records before the movers' share
     training["config"].pop("mover_direct_min", None)
     (tmp_path / "training.json").write_text(json.dumps(training))
@@ -203,12 +202,13 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     assert "instead of at every position: " + ", ".join(f"{role} {a * 100:.1f} %" for role, a in own.items()) in card
     training["config"].update(attention_weight=3.0, direct_weight=10.0, positional=True,
                               interchange_weights=[0.3, 0.4, 0.1, 0.2], token_rows=True, head_level_share=0.5,
-                              mediated_path=True)
+                              mediated_path=True, resample_silence=True)
     (tmp_path / "training.json").write_text(json.dumps(training))
     card = render_planted_card(tmp_path)
     assert "signatures planted" in card and "weight 3 and direct effects" in card and "weight 10)" in card
     assert ("--positional --interchange-weights 0.3,0.4,0.1,0.2 --attention-weight 3 --direct-weight 10 "
-            "--head-level-share 0.5 --token-rows --mediated-path-rows`" in card) and "also gets a token row" in card
+            "--head-level-share 0.5 --token-rows --resample-silence --mediated-path-rows`" in card) \
+        and "also gets a token row" in card and "(by the group mean or, half the time, the ABC prompt's own value)" in card
     assert "× 7 kinds of rows" in card and "each path row holds only the next role's heads" in card
     assert "except in 50 % of the interchange rows, patched at every position" in card
     assert "silenced elsewhere" in card and "weights 0.3 / 0.4 / 0.1 / 0.2 (previous token, induction" in card

@@ -1,7 +1,7 @@
 """Train ``app-planted``: a GPT-2 whose IOI circuit is known by construction (strict interchange training).
 
-``python -m app_helpers.toy.siit --recipe app-planted --out data/app-planted`` trains the shipped model: three
-commands in turn (``RECIPES``), 117 minutes on 2 CPU threads. Without ``--recipe`` one command runs all four
+``python -m app_helpers.toy.siit --recipe app-planted --out data/app-planted`` trains the shipped model: seven
+commands in turn (``RECIPES``), 183 minutes on 2 CPU threads. Without ``--recipe`` one command runs all four
 phases below with the flags given (about 70 minutes with the defaults).
 
 The recipe follows interchange intervention training (Geiger et al. 2022) in its strict form (SIIT, Gupta
@@ -49,7 +49,7 @@ names, 0 % when it has two others). Its sources more often hold one of the base'
 (``ISOLATE_SOURCE_MIX``): the only pairs on which "the repeated name" and "the other name" differ for the
 middle roles. Cosine decay from ``isolate_lr``.
 
-Options (off by default; the shipped recipe uses all but the last four):
+Options (off by default; the shipped recipe uses all but the last three):
 
 - ``--positional`` (phases 2–4): a role's heads take the source's value only at the role's own positions
   (``role_positions``: the token after each name, S2, END) and are mean-ablated elsewhere in the truth and
@@ -62,11 +62,11 @@ Options (off by default; the shipped recipe uses all but the last four):
   the named roles' heads attend where the role reads (``ATTENTION_TARGETS``), and only the name movers write
   the answer straight into the logits, each at least the given share of the logit difference (``direct_loss``).
   Interchange training plants *what* each role carries, never *how* it gets it.
+- ``--resample-silence`` (with ``--positional``): heads silenced away from their positions take the ABC prompt's
+  value half the time (resample ablation), not only the group mean.
 - ``--signatures-from 2``: the signature losses from the planting phase on.
 - ``--interchange-weights``: how often each role is an interchange row's (evenly otherwise).
 - ``--mediated-path-rows``: path rows hold only the next role's heads, every other head computing.
-- ``--resample-silence`` (with ``--positional``): heads silenced away from their positions take the ABC prompt's
-  value half the time (resample ablation), not only the group mean.
 
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command when the saved model ran
@@ -868,17 +868,24 @@ def _roles(text: str) -> tuple[str, ...]:
     return tuple(r for r in ROLE_ORDER if r in roles)
 
 
-#: The phase-4 flags of the shipped model's last two commands: the positional token-rows recipe with half the
-#: interchange rows patched at every position, and Wang et al.'s signatures for S-inhibition and the name movers.
-_SIGNATURE_FLAGS = ["--positional", "--token-rows", "--head-level-share", "0.5", "--direct-weight", "10",
-                    "--mover-direct-min", "0.25", "--attention-weight", "3",
-                    "--attention-roles", "s-inhibition,name mover"]
+#: The phase-4 flags of the shipped model's later commands: the positional token-rows recipe with half the
+#: interchange rows patched at every position, and Wang et al.'s signatures (S-inhibition's and the name movers'
+#: attention first, then every role's, silenced by resampling as well).
+_PHASE_4 = ["--phases", "4", "--positional", "--token-rows", "--head-level-share", "0.5", "--direct-weight", "10",
+            "--mover-direct-min", "0.25", "--attention-weight", "3"]
+_LATE_ROLES = [*_PHASE_4, "--attention-roles", "s-inhibition,name mover"]
 #: Named chains of commands (each step's flags; every step after the first continues from the one before).
-#: "app-planted" is how the shipped model was trained: phases 1-3, then phase 4 twice (2000 steps, then 1000
-#: more on a fresh cosine schedule); 117 minutes on 2 CPU threads.
+#: "app-planted" is how the shipped model was trained: phases 1-3, then phase 4 six times, each on a fresh cosine
+#: schedule (2000 steps, then five times 1000: every role's attention from the third on, the silenced heads
+#: resampled from the fourth on); 183 minutes on 2 CPU threads. RECIPE-NOTES.md beside the model says what each
+#: step bought.
 RECIPES = {"app-planted": (["--positional", "--token-rows", "--isolate-steps", "0"],
-                           ["--phases", "4", *_SIGNATURE_FLAGS, "--isolate-steps", "2000"],
-                           ["--phases", "4", *_SIGNATURE_FLAGS, "--isolate-steps", "1000"])}
+                           [*_LATE_ROLES, "--isolate-steps", "2000"],
+                           [*_LATE_ROLES, "--isolate-steps", "1000"],
+                           [*_PHASE_4, "--isolate-steps", "1000"],
+                           [*_PHASE_4, "--resample-silence", "--isolate-steps", "1000"],
+                           [*_PHASE_4, "--resample-silence", "--isolate-steps", "1000"],
+                           [*_PHASE_4, "--resample-silence", "--isolate-steps", "1000"])}
 
 
 def run_recipe(name: str, out: str | Path, card: bool = True) -> dict:
@@ -951,8 +958,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --continue-from: 3,4 or 3 (DIR holds a phase-2 model) or 4 (a phase-3 model)")
     parser.add_argument("--no-card", action="store_true", help="skip the measurements and the model card")
     parser.add_argument("--recipe", choices=sorted(RECIPES),
-                        help="run a named chain of commands into --out (app-planted: the shipped model's three, "
-                             "117 minutes on 2 threads); takes no other flag but --out and --no-card")
+                        help="run a named chain of commands into --out (app-planted: the shipped model's seven, "
+                             "183 minutes on 2 threads); takes no other flag but --out and --no-card")
     return parser
 
 
