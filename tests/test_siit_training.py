@@ -305,7 +305,9 @@ def test_a_phase_4_run_again_or_with_other_flags_is_recorded_as_a_recipe_of_its_
     assert told.startswith("3 commands in turn. ") and "--recipe" not in told
     assert "\n1. `--seed 0 --behaviour-steps 2 --planting-steps 2 --polish-steps 2 --isolate-steps 0`: 2 behaviour " \
            "steps, then 2 planting steps" in told and "then 2 polish steps (fresh optimiser, lr 0.0003)." in told
-    assert "\n3. `--continue-from <step 2> --phases 4 --isolate-steps 2`: 2 isolating steps" in told
+    assert "\n2. `--continue-from <step 1> --phases 4 --isolate-steps 2`: 2 isolating steps" in told
+    assert "\n3. `--continue-from <step 2> --phases 4 --isolate-steps 2`: as step 2, with this command's step count; " \
+           "a recipe of its own" in told  # the same settings are told once
     assert told.count("a recipe of its own") == 1
     other = card._training(records["other"])
     assert "\n2. `--continue-from <step 1> --phases 4 --direct-weight 10 --mover-direct-min 0.25 --isolate-steps 2`" \

@@ -238,8 +238,9 @@ def _budget(training: dict) -> str:
 
 
 def _training(training: dict) -> str:
-    """How the weights were trained: the one command, or each command of a chain with the phases it ran (a chain
-    recorded before the record kept its steps: the record's own account, which lists every command's flags)."""
+    """How the weights were trained: the one command, or each command of a chain with the phases it ran, told once
+    per set of settings (a chain recorded before the record kept its steps: the record's own account, which lists
+    every command's flags)."""
     clock = (f"{training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same "
              "thread count for bit-identical weights; see `app_helpers/toy/siit.py`.")
     c = training["config"]
@@ -251,13 +252,17 @@ def _training(training: dict) -> str:
     recipe = training.get("recipe")
     runs = f" (`python -m app_helpers.toy.siit --recipe {recipe} --out data/app-planted` runs them)" if recipe else ""
     lines = [f"{len(training['steps'])} commands in turn{runs}. {clock}", ""]
+    told: dict[str, int] = {}  # each description once: a later command with the same settings points back to it
     for i, step in enumerate(training["steps"], 1):
         cfg, phases = step["config"], step["phases"]
         where = (f"--seed {cfg['seed']}" if 1 in phases else
                  f"--continue-from <step {i - 1}> --phases {','.join(map(str, phases))}")
         counts = " ".join(f"--{PHASE_STEPS[p].replace('_', '-')} {cfg[PHASE_STEPS[p]]}" for p in phases)
         verdict = "" if step["same"] else "; a recipe of its own: no single command gives these weights"
-        lines.append(f"{i}. `{where}{recipe_flags(cfg)} {counts}`: {_phases(cfg, phases)}{verdict}.")
+        settings = _phases({**cfg, **{PHASE_STEPS[p]: "N" for p in phases if cfg[PHASE_STEPS[p]]}}, phases)
+        first = told.setdefault(settings, i)
+        what = _phases(cfg, phases) if first == i else f"as step {first}, with this command's step count"
+        lines.append(f"{i}. `{where}{recipe_flags(cfg)} {counts}`: {what}{verdict}.")
     return "\n".join(lines)
 
 
