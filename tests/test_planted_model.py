@@ -207,8 +207,9 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     card = render_planted_card(tmp_path)
     assert "signatures planted" in card and "weight 3 and direct effects" in card and "weight 10)" in card
     assert ("--positional --interchange-weights 0.3,0.4,0.1,0.2 --attention-weight 3 --direct-weight 10 "
-            "--head-level-share 0.5 --token-rows --resample-silence --mediated-path-rows`" in card) \
-        and "also gets a token row" in card and "(by the group mean or, half the time, the ABC prompt's own value)" in card
+            "--head-level-share 0.5 --token-rows --resample-silence --mediated-path-rows`" in card)
+    assert "also gets a token row" in card
+    assert "(by the group mean or, half the time, the ABC prompt's own value)" in card
     assert "× 7 kinds of rows" in card and "each path row holds only the next role's heads" in card
     assert "except in 50 % of the interchange rows, patched at every position" in card
     assert "silenced elsewhere" in card and "weights 0.3 / 0.4 / 0.1 / 0.2 (previous token, induction" in card

@@ -477,10 +477,11 @@ class Planter:
         return torch.where(~on & (plans == KEEP) & silence, self._silent(plans.shape), plans)
 
     def _silent(self, shape) -> torch.Tensor | int:
-        """What a silenced head takes: the group mean, or (``config.resample_silence``) per row and head the
-        mean or the base's ABC prompt's own value, even odds. The mean alone asks only that the head's *average*
-        value elsewhere be harmless; a single prompt's value asks that nothing it varies with be read there (on
-        the plain recipe the previous-token head 0.3 reads the names at END and the movers' queries use it)."""
+        """What a silenced head takes, for plans of ``shape`` [rows, seq, L, H]: the group mean, or
+        (``config.resample_silence``) per row, position and head the mean or the base's ABC prompt's own value,
+        even odds. The mean alone asks only that a head's *average* value away from its positions be harmless; a
+        single prompt's value asks that nothing it varies with be read there (with the mean alone, the previous-token
+        head 0.3 read the names at END and the name movers' queries used it: RECIPE-NOTES.md)."""
         if not self.config.resample_silence:
             return MEAN
         return torch.where(torch.rand(shape) < 0.5, MEAN, ABC)
