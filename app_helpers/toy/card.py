@@ -310,10 +310,11 @@ def _positional(c: dict) -> str:
     if not c.get("positional"):
         return ""
     whole = c.get("head_level_share", 0)
+    how = " (by the group mean or, half the time, the ABC prompt's own value)" if c.get("resample_silence") else ""
+    except_ = (f", except in {whole * 100:g} % of the interchange rows, patched at every position as the evaluator "
+               "patches") if whole else ""
     return ("; from here on each role is patched at its own positions only (the token after each name, S2, END) "
-            "and silenced elsewhere" + (" (by the group mean or, half the time, the ABC prompt's own value)"
-                                        if c.get("resample_silence") else "") + (f", except in {whole * 100:g} % of the interchange rows, patched at every "
-                                        "position as the evaluator patches" if whole else ""))
+            f"and silenced elsewhere{how}{except_}")
 
 
 def _token_rows(c: dict) -> str:
