@@ -242,3 +242,4 @@ def test_the_card_says_whether_one_command_trained_it_within_the_budget(tmp_path
         assert line.startswith("- ✅" if ok else "- ❌"), line
         assert f"this model: {seconds / 60:.0f} minutes with {threads} threads" in line
         assert ("one command" if one else "a chain of commands") in line
+        assert ("RECIPE-NOTES.md, \"The training budget\"" in line) is not ok  # a miss says where to read why

@@ -294,25 +294,28 @@ def test_a_phase_4_run_again_or_with_other_flags_is_recorded_as_a_recipe_of_its_
     records = {name: json.loads((tmp_path / name / "training.json").read_text()) for name in ("other", "same", "again")}
     assert records["same"]["one_command"] and not records["other"]["one_command"]
     assert not records["again"]["one_command"]  # phase 4 had run already: twice is no single command
-    assert "--phases 4 --direct-weight 10 --mover-direct-min 0.25 --isolate-steps 2` ran on those weights, a " \
-           "recipe of its own" in records["other"]["how"]
+    # the tiny batch is part of each command: the record must give it to rerun them
+    assert "--phases 4 --direct-weight 10 --mover-direct-min 0.25 --batch-size 4 --isolate-steps 2` ran on those " \
+           "weights, a recipe of its own" in records["other"]["how"]
     assert records["again"]["how"].count("--continue-from DIR --phases 4") == 2
-    assert records["again"]["how"].startswith("First `--seed 0 --behaviour-steps 2 --planting-steps 2 "
+    assert records["again"]["how"].startswith("First `--seed 0 --batch-size 4 --behaviour-steps 2 --planting-steps 2 "
                                               "--polish-steps 2 --isolate-steps 0`. Then `--continue-from")
     assert [step["phases"] for step in records["again"]["steps"]] == [[1, 2, 3, 4], [4], [4]]
     assert [step["same"] for step in records["again"]["steps"]] == [True, True, False]
     told = card._training(records["again"])  # each command with the settings its phases ran under
     assert told.startswith("3 commands in turn. ") and "--recipe" not in told
-    assert "\n1. `--seed 0 --behaviour-steps 2 --planting-steps 2 --polish-steps 2 --isolate-steps 0`: 2 behaviour " \
-           "steps, then 2 planting steps" in told and "then 2 polish steps (fresh optimiser, lr 0.0003)." in told
-    assert "\n2. `--continue-from <step 1> --phases 4 --isolate-steps 2`: 2 isolating steps" in told
-    assert "\n3. `--continue-from <step 2> --phases 4 --isolate-steps 2`: as step 2, with this command's step count; " \
-           "a recipe of its own" in told  # the same settings are told once
+    assert "\n1. `--seed 0 --batch-size 4 --behaviour-steps 2 --planting-steps 2 --polish-steps 2 " \
+           "--isolate-steps 0`: 2 behaviour steps, then 2 planting steps" in told
+    assert "then 2 polish steps (fresh optimiser, lr 0.0003)." in told
+    assert "\n2. `--continue-from <step 1> --phases 4 --batch-size 4 --isolate-steps 2`: 2 isolating steps" in told
+    assert "\n3. `--continue-from <step 2> --phases 4 --batch-size 4 --isolate-steps 2`: as step 2, with this " \
+           "command's step count; a recipe of its own" in told  # the same settings are told once
     assert told.count("a recipe of its own") == 1
     other = card._training(records["other"])
-    assert "\n2. `--continue-from <step 1> --phases 4 --direct-weight 10 --mover-direct-min 0.25 --isolate-steps 2`" \
-           in other and "direct effects on the logits for the name movers only" in other
-    assert card._training(records["same"]).startswith("`python -m app_helpers.toy.siit --out data/app-planted --seed 0`")
+    assert "\n2. `--continue-from <step 1> --phases 4 --direct-weight 10 --mover-direct-min 0.25 --batch-size 4 " \
+           "--isolate-steps 2`" in other and "direct effects on the logits for the name movers only" in other
+    assert card._training(records["same"]).startswith(
+        "`python -m app_helpers.toy.siit --out data/app-planted --seed 0 --batch-size 4`")
 
 
 def test_a_chain_of_commands_equals_running_them_one_by_one(tmp_path):
@@ -560,6 +563,23 @@ def test_the_mover_share_flag_refuses_what_is_not_a_share(tmp_path, capsys, shar
         siit.main(["--out", str(tmp_path), "--mover-direct-min", share, "--no-card"])
     assert exit_.value.code == 2 and "is a share of the logit difference, from 0 to 1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("size", ["0", "-4"])
+def test_the_batch_size_flag_refuses_what_is_not_a_count(tmp_path, capsys, size):
+    with pytest.raises(SystemExit) as exit_:
+        siit.main(["--out", str(tmp_path), "--batch-size", size, "--no-card"])
+    assert exit_.value.code == 2 and "--batch-size is a number of base prompts per step" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_batch_size_reaches_the_recipe_and_the_card_only_when_it_is_not_the_default():
+    from app_helpers.toy.card import recipe_flags
+
+    assert siit._parse(siit._parser(), ["--batch-size", "16"])[1].batch_size == 16
+    assert recipe_flags({"positional": True, "batch_size": 16}) == " --positional --batch-size 16"
+    assert recipe_flags({"positional": True, "batch_size": siit.SIITConfig.batch_size}) == " --positional"
+    assert recipe_flags({"positional": True}) == " --positional"  # records from before the flag
 
 
 def test_the_card_states_the_movers_share_only_where_the_record_has_it():

@@ -232,9 +232,10 @@ def _budget(training: dict) -> str:
     """The card's criteria line for the training budget, from the record (a chain of commands misses it)."""
     minutes, one = training["seconds"] / 60, training.get("one_command", True)
     ok = one and minutes <= TRAINING_BUDGET_MINUTES and training["threads"] <= 2
+    why = "" if ok else "; where the time goes and what was tried to cut it: RECIPE-NOTES.md, \"The training budget\""
     return (f"- {'✅' if ok else '❌'} one seeded command trains it in <= {TRAINING_BUDGET_MINUTES} minutes on 2 CPU "
             f"threads (this model: {minutes:.0f} minutes with {training['threads']} threads, "
-            f"{'one command' if one else 'a chain of commands, listed under Training'})")
+            f"{'one command' if one else 'a chain of commands, listed under Training'}{why})")
 
 
 def _training(training: dict) -> str:
@@ -302,7 +303,11 @@ def recipe_flags(c: dict) -> str:
         flags += f" --head-level-share {c['head_level_share']:g}"
     flags += " --token-rows" if c.get("token_rows") else ""
     flags += " --resample-silence" if c.get("resample_silence") else ""
-    return flags + (" --mediated-path-rows" if c.get("mediated_path") else "")
+    flags += " --mediated-path-rows" if c.get("mediated_path") else ""
+    from .siit import SIITConfig  # here, not at the top: siit imports this module
+
+    batch = c.get("batch_size", SIITConfig.batch_size)
+    return flags + (f" --batch-size {batch}" if batch != SIITConfig.batch_size else "")
 
 
 def _positional(c: dict) -> str:

@@ -138,7 +138,7 @@ class SIITConfig:
     mediated_path: bool = False  # phases 2-4: path rows hold only the next role at its clean value
     resample_silence: bool = False  # with ``positional``: silenced heads take the ABC prompt's value half the time
     ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
-    batch_size: int = 32  # base prompts per step (phase 2 runs six rows per base prompt)
+    batch_size: int = 32  # base prompts per step, each giving one row of every kind (16 plants nothing: RECIPE-NOTES)
     lr: float = 1e-3
     warmup: int = 100
     weight_decay: float = 0.1
@@ -923,6 +923,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--planting-steps", type=int, default=defaults.planting_steps)
     parser.add_argument("--polish-steps", type=int, default=defaults.polish_steps)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, metavar="N",
+                        help=f"base prompts per step, each giving one row of every kind "
+                             f"(default {defaults.batch_size})")
     parser.add_argument("--isolate-steps", type=int, default=defaults.isolate_steps)
     parser.add_argument("--attention-weight", type=float, default=defaults.attention_weight,
                         help="weight of the roles' attention loss from --signatures-from on (0: off)")
@@ -976,11 +979,14 @@ def _parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, S
     if not 0 <= args.head_level_share <= 1 or (args.head_level_share and not args.positional):
         parser.error(f"--head-level-share is a share of the --positional recipe's interchange rows, from 0 to 1; "
                      f"got {args.head_level_share:g}{'' if args.positional else ' without --positional'}")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size is a number of base prompts per step, 1 or more; got {args.batch_size}")
     if args.resample_silence and not args.positional:
         parser.error("--resample-silence changes how --positional silences heads away from their positions; "
                      "add --positional")
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
                         polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
+                        batch_size=args.batch_size,
                         attention_weight=args.attention_weight, direct_weight=args.direct_weight,
                         mover_direct_min=args.mover_direct_min,
                         signatures_from=args.signatures_from, attention_roles=args.attention_roles,
