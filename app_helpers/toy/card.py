@@ -267,6 +267,10 @@ def _training(training: dict) -> str:
     return "\n".join(lines)
 
 
+#: Base prompts per training step unless ``--batch-size`` says otherwise (``SIITConfig``'s default; kept here, where
+#: the card tells a command's flags, because ``toy.siit`` imports this module and not the other way round).
+BATCH_SIZE = 32
+
 #: Each training phase's step count in a recipe's config (``toy.siit`` names the phases a command ran by these).
 PHASE_STEPS = {1: "behaviour_steps", 2: "planting_steps", 3: "polish_steps", 4: "isolate_steps"}
 
@@ -304,10 +308,8 @@ def recipe_flags(c: dict) -> str:
     flags += " --token-rows" if c.get("token_rows") else ""
     flags += " --resample-silence" if c.get("resample_silence") else ""
     flags += " --mediated-path-rows" if c.get("mediated_path") else ""
-    from .siit import SIITConfig  # here, not at the top: siit imports this module
-
-    batch = c.get("batch_size", SIITConfig.batch_size)
-    return flags + (f" --batch-size {batch}" if batch != SIITConfig.batch_size else "")
+    batch = c.get("batch_size", BATCH_SIZE)
+    return flags + (f" --batch-size {batch}" if batch != BATCH_SIZE else "")
 
 
 def _positional(c: dict) -> str:
