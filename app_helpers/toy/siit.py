@@ -138,7 +138,7 @@ class SIITConfig:
     mediated_path: bool = False  # phases 2-4: path rows hold only the next role at its clean value
     resample_silence: bool = False  # with ``positional``: silenced heads take the ABC prompt's value half the time
     ramp: int = 300  # phase-2 steps over which the planting losses grow from 0 to full weight
-    batch_size: int = BATCH_SIZE  # base prompts per step, one row of each kind apiece (16 planted nothing: RECIPE-NOTES)
+    batch_size: int = BATCH_SIZE  # base prompts per step, a row of each kind apiece (16 planted nothing: RECIPE-NOTES)
     lr: float = 1e-3
     warmup: int = 100
     weight_decay: float = 0.1
