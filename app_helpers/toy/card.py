@@ -79,8 +79,8 @@ and on a CPU; on Colab the notebooks use GPT-2 small instead. It knows nothing b
 `python -m app_helpers.toy.train --out data/app-toy --seed {c['seed']}` ({c['steps']} steps, batch {c['batch_size']},
 AdamW lr {c['lr']:g} with {c['warmup']} warm-up steps and cosine decay, weight decay {c['weight_decay']:g},
 head dropout {c['head_dropout']:g}; {training['seconds']:.0f} s with {training['threads']} CPU thread(s) — rerun with the
-same thread count for bit-identical weights). Mixture: {sources}. Loss on every token, answer tokens weighted
-×{c['answer_weight']:g} (see `app_helpers/toy/corpus.py` for the IOI stories that defeat one-layer shortcuts);
+same thread count, CPU type and torch build for bit-identical weights). Mixture: {sources}. Loss on every token,
+answer tokens weighted ×{c['answer_weight']:g} (see `app_helpers/toy/corpus.py` for the IOI stories that defeat one-layer shortcuts);
 mean loss {training['loss_start']:.2f} over the first {training['loss_window']} steps, {training['loss_end']:.2f} over the last
 {training['loss_window']}.
 
@@ -243,7 +243,8 @@ def _training(training: dict) -> str:
     per set of settings (a chain recorded before the record kept its steps: the record's own account, which lists
     every command's flags)."""
     clock = (f"{training['seconds'] / 60:.0f} minutes with {training['threads']} CPU threads — rerun with the same "
-             "thread count for bit-identical weights; see `app_helpers/toy/siit.py`.")
+             "thread count, CPU type and torch build for bit-identical weights (another CPU rounds differently and the "
+             "weights drift apart: RECIPE-NOTES.md); see `app_helpers/toy/siit.py`.")
     c = training["config"]
     if training.get("one_command", True):
         return (f"`python -m app_helpers.toy.siit --out data/app-planted --seed {c['seed']}{recipe_flags(c)}`: "

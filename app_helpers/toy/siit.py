@@ -75,7 +75,8 @@ record (``training.json``: ``how``, ``one_command``, ``steps``) and the card lis
 
 What each option bought and cost, run by run with the card's measurements, and why the shipped recipe is this
 chain: ``data/app-planted/RECIPE-NOTES.md``.
-Seeded: the same seed and thread count give the same weights.
+Seeded: the same seed and thread count give the same weights on the same CPU type and torch build (another CPU rounds
+differently, and the difference grows: RECIPE-NOTES.md).
 """
 from __future__ import annotations
 
