@@ -226,6 +226,12 @@ def test_the_card_says_which_recipe_options_were_used(tmp_path):
     card = render_planted_card(tmp_path)
     assert "--attention-weight 1 --direct-weight 10 --signatures-from 2 --attention-roles 'name mover' " in card
     assert "the name mover heads' attention on the positions they read, weight 1 and direct" in card
+    assert "d_model 128) over" in card and "--fast-kernels" not in card
+    training["config"].update(d_mlp=128, fast_kernels=True)
+    (tmp_path / "training.json").write_text(json.dumps(training))
+    card = render_planted_card(tmp_path)
+    assert "d_model 128, MLP width 128, torch's fused tanh GELU) over" in card
+    assert "--mediated-path-rows --mlp-width 128 --fast-kernels`" in card
 
 
 def test_the_card_says_whether_one_command_trained_it_within_the_budget(tmp_path):

@@ -351,7 +351,8 @@ def test_the_shipped_record_is_the_app_planted_recipe():
     for config in configs[1:]:
         how, same = siit._continued(record, config, (4,))
         record = {"config": json.loads(json.dumps(asdict(config))), "how": how}
-    assert shipped["how"] == record["how"] and shipped["config"] == record["config"]
+    # settings newer than the record (the network options) read as their defaults, as the card reads them
+    assert shipped["how"] == record["how"] and siit._recorded_config(shipped) == record["config"]
     assert shipped["recipe"] == "app-planted" and not shipped["one_command"]
 
 
@@ -565,11 +566,13 @@ def test_the_mover_share_flag_refuses_what_is_not_a_share(tmp_path, capsys, shar
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("flag, message", [("--batch-size", "--batch-size is a number of base prompts per step"),
+                                           ("--mlp-width", "--mlp-width is the MLP's hidden width")])
 @pytest.mark.parametrize("size", ["0", "-4"])
-def test_the_batch_size_flag_refuses_what_is_not_a_count(tmp_path, capsys, size):
+def test_the_batch_size_and_mlp_width_flags_refuse_what_is_not_a_count(tmp_path, capsys, flag, message, size):
     with pytest.raises(SystemExit) as exit_:
-        siit.main(["--out", str(tmp_path), "--batch-size", size, "--no-card"])
-    assert exit_.value.code == 2 and "--batch-size is a number of base prompts per step" in capsys.readouterr().err
+        siit.main(["--out", str(tmp_path), flag, size, "--no-card"])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 
@@ -695,3 +698,47 @@ def test_a_negative_signature_weight_is_refused_before_training(tmp_path, capsys
         siit.main(["--out", str(tmp_path), flag, "-1", "--no-card"])
     assert exit_.value.code == 2 and "is a loss weight, 0 (off) or more; got -1" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_narrow_mlp_and_fast_kernels_build_that_model_and_reach_the_record(word_tok):
+    from app_helpers.toy.card import recipe_flags
+
+    config = siit._parse(siit._parser(), ["--mlp-width", "24", "--fast-kernels"])[1]
+    assert (config.d_mlp, config.fast_kernels) == (24, True)
+    model = siit.build_model(siit.SIITConfig(d_model=32, d_mlp=24, fast_kernels=True), word_tok)
+    assert model.transformer.h[0].mlp.c_fc.weight.shape == (32, 24)
+    assert model.config.activation_function == "gelu_pytorch_tanh" and model.config._attn_implementation == "eager"
+    plain = siit.build_model(siit.SIITConfig(d_model=32), word_tok)
+    assert plain.transformer.h[0].mlp.c_fc.weight.shape == (32, 128) and plain.config.activation_function == "gelu_new"
+    assert recipe_flags({"positional": True, "d_mlp": 24, "fast_kernels": True}) == \
+        " --positional --mlp-width 24 --fast-kernels"
+    assert recipe_flags({"positional": True, "d_mlp": None, "fast_kernels": False}) == " --positional"
+
+
+def test_fast_kernels_compute_what_gpt2_s_kernels_compute(word_tok):
+    """Same weights, the fused GELU and eager attention: the logits agree to float rounding (a faster recipe,
+    not another model)."""
+    torch.manual_seed(0)
+    fast = siit.build_model(siit.SIITConfig(d_model=32, fast_kernels=True), word_tok).eval()
+    plain = siit.build_model(siit.SIITConfig(d_model=32), word_tok).eval()
+    plain.load_state_dict(fast.state_dict())
+    tokens = torch.randint(3, len(word_tok), (4, 12))
+    with torch.no_grad():
+        assert torch.allclose(fast(input_ids=tokens).logits, plain(input_ids=tokens).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("flags", [[], ["--mlp-width", "24"], ["--fast-kernels"]])
+def test_continuing_with_another_shape_or_kernels_says_which_flags_the_model_wants(tmp_path, flags):
+    small = dict(d_model=32, behaviour_steps=1, planting_steps=1, polish_steps=0, isolate_steps=0, batch_size=2,
+                 warmup=1)
+    torch.set_num_threads(1)
+    siit.train(siit.SIITConfig(**small, d_mlp=16, fast_kernels=True), tmp_path / "start", progress=False)
+    config = siit._parse(siit._parser(), flags)[1]
+    config.d_model = 32
+    with pytest.raises(ValueError, match="has an MLP of width 16 and torch's fused tanh GELU; continue it with "
+                                         "--mlp-width 16 and --fast-kernels"):
+        siit.continue_from(config, tmp_path / "start", tmp_path / "out", (4,), progress=False)
+    with pytest.raises(SystemExit) as exit_:  # the command line says it before any training
+        siit.main(["--out", str(tmp_path / "cli"), "--continue-from", str(tmp_path / "start"), "--phases", "4",
+                   *flags, "--no-card"])
+    assert exit_.value.code == 2 and not (tmp_path / "cli").exists()

@@ -135,7 +135,7 @@ def render_planted_card(model_dir: str | Path) -> str:
     card = f"""# app-planted — a bundled model whose IOI circuit is known by construction
 
 A GPT-2-architecture model (`GPT2LMHeadModel`, {c['n_layers']} layers × {c['n_heads']} heads =
-{c['n_layers'] * c['n_heads']} heads, d_model {c['d_model']}) over the kit's word-level vocabulary, trained on
+{c['n_layers'] * c['n_heads']} heads, d_model {c['d_model']}{_network(c)}) over the kit's word-level vocabulary, trained on
 IOI prompts only (the other tasks use `app-toy`). Its IOI algorithm was *planted* by strict interchange
 intervention training (Geiger et al. 2022; Gupta et al. 2024): the high-level model in
 `app_helpers/toy/ioi_algorithm.py` is mapped onto these heads, and the ground truth ships beside the weights
@@ -309,8 +309,16 @@ def recipe_flags(c: dict) -> str:
     flags += " --token-rows" if c.get("token_rows") else ""
     flags += " --resample-silence" if c.get("resample_silence") else ""
     flags += " --mediated-path-rows" if c.get("mediated_path") else ""
+    flags += f" --mlp-width {c['d_mlp']}" if c.get("d_mlp") else ""
+    flags += " --fast-kernels" if c.get("fast_kernels") else ""
     batch = c.get("batch_size", BATCH_SIZE)
     return flags + (f" --batch-size {batch}" if batch != BATCH_SIZE else "")
+
+
+def _network(c: dict) -> str:
+    """The network options, when used (GPT-2's MLP width and kernels otherwise, as in records before them)."""
+    width = f", MLP width {c['d_mlp']}" if c.get("d_mlp") else ""
+    return width + (", torch's fused tanh GELU" if c.get("fast_kernels") else "")
 
 
 def _positional(c: dict) -> str:

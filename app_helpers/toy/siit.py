@@ -68,6 +68,11 @@ Options (off by default; the shipped recipe uses all but the last three):
 - ``--interchange-weights``: how often each role is an interchange row's (evenly otherwise).
 - ``--mediated-path-rows``: path rows hold only the next role's heads, every other head computing.
 
+Two options change the network, not the rows, to make a step cheaper on CPU (off in the shipped recipe; RECIPE-NOTES
+says what they did to planting): ``--mlp-width N`` (the MLP's hidden width, GPT-2's 4 x d_model by default) and
+``--fast-kernels`` (torch's fused tanh GELU and plain attention, ``train.gpt2_model``). A later command
+(``--continue-from``) must name the same two as the model it continues; it is refused otherwise.
+
 ``--continue-from DIR --phases 3,4`` (or ``3``, or ``4``) runs the later phases alone on a saved model: the full
 command's late phases are exactly that, so the weights equal those of the one command when the saved model ran
 none of those phases with the same flags. A phase run again, or with other flags, makes a recipe of its own; the
@@ -120,6 +125,8 @@ class SIITConfig:
     n_heads: int = 8
     d_model: int = 128
     n_ctx: int = 64
+    d_mlp: int | None = None  # the MLP's width; None: GPT-2's 4 x d_model
+    fast_kernels: bool = False  # fused tanh GELU and eager attention (``train.gpt2_model``): faster on CPU
     behaviour_steps: int = 800
     planting_steps: int = 4000
     polish_steps: int = 1500  # phase 3: fresh optimiser and seed, two interchange rows, few-head noising
@@ -349,7 +356,34 @@ def learning_rate(config: SIITConfig, step: int) -> float:
 
 
 def build_model(config: SIITConfig, tokenizer):
-    return gpt2_model(tokenizer, config.n_layers, config.n_heads, config.d_model, config.n_ctx)
+    return gpt2_model(tokenizer, config.n_layers, config.n_heads, config.d_model, config.n_ctx,
+                      d_mlp=config.d_mlp, fast_kernels=config.fast_kernels)
+
+
+def start_model_mismatch(config: SIITConfig, start_dir: str | Path) -> str | None:
+    """What is wrong when the saved model a later phase continues has another MLP width or other kernels than
+    ``config`` (the record would name flags the weights were not trained with); None when they agree."""
+    from transformers import GPT2Config
+
+    saved = GPT2Config.from_pretrained(start_dir)
+    width, d = saved.n_inner or 4 * saved.n_embd, saved.n_embd
+    fast = saved.activation_function == "gelu_pytorch_tanh"
+    if width == (config.d_mlp or 4 * d) and fast == config.fast_kernels:
+        return None
+    gelu = "torch's fused tanh GELU" if fast else "GPT-2's GELU"
+    flags = (f"--mlp-width {width}" if width != 4 * d else "no --mlp-width") + \
+        (" and --fast-kernels" if fast else " and without --fast-kernels")
+    return f"the model in {start_dir} has an MLP of width {width} and {gelu}; continue it with {flags}"
+
+
+def load_start_model(config: SIITConfig, start_dir: str | Path):
+    """The saved model a later phase continues (with ``config``'s attention kernels)."""
+    from transformers import GPT2LMHeadModel
+
+    if problem := start_model_mismatch(config, start_dir):
+        raise ValueError(problem)
+    return GPT2LMHeadModel.from_pretrained(start_dir,
+                                           **({"attn_implementation": "eager"} if config.fast_kernels else {}))
 
 
 def encode_target(out: dict[str, float], vocab: dict[str, int]) -> tuple[int, int]:
@@ -718,15 +752,13 @@ def continue_from(config: SIITConfig, start_dir: str | Path, out_dir: str | Path
     to ``out_dir``. On a start model that ran none of these phases, with the same settings, the weights equal
     the one command's; ``training.json`` continues the start model's record when it has one and says whether
     they do (``one_command``) and with which flags this step ran."""
-    from transformers import GPT2LMHeadModel
-
     if not phases or tuple(phases) not in ((3,), (4,), (3, 4)):
         raise ValueError(f"phases are the late phases to run, in order: (3,), (4,) or (3, 4); got {phases!r}")
+    start = time.perf_counter()
+    model = load_start_model(config, start_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     tokenizer = build_word_level_tokenizer(out_dir)
-    model = GPT2LMHeadModel.from_pretrained(start_dir)
     history = []
     for phase in phases:
         history += {3: polish, 4: isolate}[phase](model, tokenizer, config, progress)
@@ -928,6 +960,11 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"base prompts per step, each giving one row of every kind "
                              f"(default {defaults.batch_size})")
     parser.add_argument("--isolate-steps", type=int, default=defaults.isolate_steps)
+    parser.add_argument("--mlp-width", type=int, metavar="N",
+                        help="the MLP's hidden width (default: GPT-2's, 4 x 128); narrower trains faster")
+    parser.add_argument("--fast-kernels", action="store_true",
+                        help="torch's fused tanh GELU and plain attention: about a quarter faster a step on CPU, "
+                             "weights not bit-identical to the default kernels'")
     parser.add_argument("--attention-weight", type=float, default=defaults.attention_weight,
                         help="weight of the roles' attention loss from --signatures-from on (0: off)")
     parser.add_argument("--direct-weight", type=float, default=defaults.direct_weight,
@@ -980,6 +1017,8 @@ def _parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, S
     if not 0 <= args.head_level_share <= 1 or (args.head_level_share and not args.positional):
         parser.error(f"--head-level-share is a share of the --positional recipe's interchange rows, from 0 to 1; "
                      f"got {args.head_level_share:g}{'' if args.positional else ' without --positional'}")
+    if args.mlp_width is not None and args.mlp_width < 1:
+        parser.error(f"--mlp-width is the MLP's hidden width, 1 or more; got {args.mlp_width}")
     if args.batch_size < 1:
         parser.error(f"--batch-size is a number of base prompts per step, 1 or more; got {args.batch_size}")
     if args.resample_silence and not args.positional:
@@ -987,7 +1026,7 @@ def _parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, S
                      "add --positional")
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
                         polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
-                        batch_size=args.batch_size,
+                        batch_size=args.batch_size, d_mlp=args.mlp_width, fast_kernels=args.fast_kernels,
                         attention_weight=args.attention_weight, direct_weight=args.direct_weight,
                         mover_direct_min=args.mover_direct_min,
                         signatures_from=args.signatures_from, attention_roles=args.attention_roles,
@@ -1012,6 +1051,8 @@ def main(argv=None) -> int:
         if not (Path(args.continue_from) / "config.json").is_file():
             parser.error(f"--continue-from wants a folder holding a saved model (config.json and weights); "
                          f"{args.continue_from!r} has none")
+        if problem := start_model_mismatch(config, args.continue_from):
+            parser.error(problem)
         record = continue_from(config, args.continue_from, args.out, tuple(map(int, args.phases.split(","))))
     else:
         record = train(config, args.out)

@@ -63,16 +63,25 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return warmup_cosine(step, config.lr, config.warmup, config.steps)
 
 
-def gpt2_model(tokenizer, n_layers: int, n_heads: int, d_model: int, n_ctx: int, dropout: float = 0.0):
-    """A freshly initialised ``GPT2LMHeadModel`` over ``tokenizer``'s vocabulary (both bundled models)."""
+def gpt2_model(tokenizer, n_layers: int, n_heads: int, d_model: int, n_ctx: int, dropout: float = 0.0,
+               d_mlp: int | None = None, fast_kernels: bool = False):
+    """A freshly initialised ``GPT2LMHeadModel`` over ``tokenizer``'s vocabulary (both bundled models).
+
+    ``d_mlp``: the MLP's width (None: GPT-2's 4 x d_model). ``fast_kernels``: torch's fused tanh GELU
+    (``gelu_pytorch_tanh``, equal to GPT-2's ``gelu_new`` to about 5e-7) and plain ("eager") attention, which
+    train faster on CPU than GPT-2's GELU and SDPA; they round differently, so training with them is a recipe of its
+    own (not the default's weights).
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
     if d_model % n_heads:
         raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
     return GPT2LMHeadModel(GPT2Config(
         vocab_size=len(tokenizer), n_positions=n_ctx, n_embd=d_model, n_layer=n_layers, n_head=n_heads,
+        n_inner=d_mlp, activation_function="gelu_pytorch_tanh" if fast_kernels else "gelu_new",
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout))
+        pad_token_id=tokenizer.pad_token_id, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+        attn_implementation="eager" if fast_kernels else None))
 
 
 def build_model(config: TrainConfig, tokenizer):
