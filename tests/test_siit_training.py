@@ -713,6 +713,8 @@ def test_a_narrow_mlp_and_fast_kernels_build_that_model_and_reach_the_record(wor
     assert recipe_flags({"positional": True, "d_mlp": 24, "fast_kernels": True}) == \
         " --positional --mlp-width 24 --fast-kernels"
     assert recipe_flags({"positional": True, "d_mlp": None, "fast_kernels": False}) == " --positional"
+    with pytest.raises(ValueError, match="d_mlp is the MLP's hidden width, 1 or more"):  # not GPT-2's default
+        siit.build_model(siit.SIITConfig(d_model=32, d_mlp=0), word_tok)
 
 
 def test_fast_kernels_compute_what_gpt2_s_kernels_compute(word_tok):

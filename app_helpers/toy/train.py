@@ -76,6 +76,8 @@ def gpt2_model(tokenizer, n_layers: int, n_heads: int, d_model: int, n_ctx: int,
 
     if d_model % n_heads:
         raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+    if d_mlp is not None and d_mlp < 1:  # GPT2Config reads 0 as "the default width": say so instead
+        raise ValueError(f"d_mlp is the MLP's hidden width, 1 or more (None: 4 x d_model); got {d_mlp}")
     return GPT2LMHeadModel(GPT2Config(
         vocab_size=len(tokenizer), n_positions=n_ctx, n_embd=d_model, n_layer=n_layers, n_head=n_heads,
         n_inner=d_mlp, activation_function="gelu_pytorch_tanh" if fast_kernels else "gelu_new",
