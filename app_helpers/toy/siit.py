@@ -102,7 +102,7 @@ from ..wordlevel import build_word_level_tokenizer
 from .card import BATCH_SIZE, PHASE_STEPS, recipe_flags, write_planted_card
 from .ioi_algorithm import ABLATED, ROLE_ORDER, ROLES, run
 from .ioi_prompts import Prompt, PromptSampler, pad, role_positions
-from .train import gpt2_model, warmup_cosine
+from .train import gpt2_model, network_options, warmup_cosine
 
 KEEP, SOURCE, ABC, MEAN, CLEAN = range(5)  # where a head's z comes from in a row
 ROW_KINDS = ("clean", "truth", "strict", "ablated", "interchange", "path", "token", "isolated")
@@ -366,8 +366,7 @@ def start_model_mismatch(config: SIITConfig, start_dir: str | Path) -> str | Non
     from transformers import GPT2Config
 
     saved = GPT2Config.from_pretrained(start_dir)
-    width, d = saved.n_inner or 4 * saved.n_embd, saved.n_embd
-    fast = saved.activation_function == "gelu_pytorch_tanh"
+    (width, fast), d = network_options(saved), saved.n_embd
     if width == (config.d_mlp or 4 * d) and fast == config.fast_kernels:
         return None
     gelu = "torch's fused tanh GELU" if fast else "GPT-2's GELU"
@@ -961,7 +960,7 @@ def _parser() -> argparse.ArgumentParser:
                              f"(default {defaults.batch_size})")
     parser.add_argument("--isolate-steps", type=int, default=defaults.isolate_steps)
     parser.add_argument("--mlp-width", type=int, metavar="N",
-                        help="the MLP's hidden width (default: GPT-2's, 4 x 128); narrower trains faster")
+                        help=f"the MLP's hidden width (default: GPT-2's, 4 x {defaults.d_model}); narrower trains faster")
     parser.add_argument("--fast-kernels", action="store_true",
                         help="torch's fused tanh GELU and plain attention: about a quarter faster a step on CPU, "
                              "weights not bit-identical to the default kernels'")

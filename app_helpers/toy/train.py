@@ -63,6 +63,10 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return warmup_cosine(step, config.lr, config.warmup, config.steps)
 
 
+#: GPT-2's activation name for torch's fused tanh GELU: a saved model with it was trained with ``fast_kernels``.
+FAST_GELU = "gelu_pytorch_tanh"
+
+
 def gpt2_model(tokenizer, n_layers: int, n_heads: int, d_model: int, n_ctx: int, dropout: float = 0.0,
                d_mlp: int | None = None, fast_kernels: bool = False):
     """A freshly initialised ``GPT2LMHeadModel`` over ``tokenizer``'s vocabulary (both bundled models).
@@ -80,10 +84,15 @@ def gpt2_model(tokenizer, n_layers: int, n_heads: int, d_model: int, n_ctx: int,
         raise ValueError(f"d_mlp is the MLP's hidden width, 1 or more (None: 4 x d_model); got {d_mlp}")
     return GPT2LMHeadModel(GPT2Config(
         vocab_size=len(tokenizer), n_positions=n_ctx, n_embd=d_model, n_layer=n_layers, n_head=n_heads,
-        n_inner=d_mlp, activation_function="gelu_pytorch_tanh" if fast_kernels else "gelu_new",
+        n_inner=d_mlp, activation_function=FAST_GELU if fast_kernels else "gelu_new",
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
         attn_implementation="eager" if fast_kernels else None))
+
+
+def network_options(config) -> tuple[int, bool]:
+    """``(MLP width, fast kernels)`` of a saved GPT-2's config: what ``gpt2_model`` was asked for."""
+    return config.n_inner or 4 * config.n_embd, config.activation_function == FAST_GELU
 
 
 def build_model(config: TrainConfig, tokenizer):
