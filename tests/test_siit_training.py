@@ -356,6 +356,20 @@ def test_the_shipped_record_is_the_app_planted_recipe():
     assert shipped["recipe"] == "app-planted" and not shipped["one_command"]
 
 
+def test_the_short_recipe_is_the_shipped_first_command_then_its_last_phase_4_settings_for_fewer_steps():
+    """``app-planted-short`` shares phases 1-3 with ``app-planted`` and runs the shipped recipe's last phase-4
+    settings from its first phase-4 command on: only the step counts and the first peak learning rate differ."""
+    from dataclasses import replace
+
+    def configs(name):
+        return [siit._parse(siit._parser(), flags)[1] for flags in siit.RECIPES[name]]
+
+    shipped, short = configs("app-planted"), configs("app-planted-short")
+    assert short[0] == shipped[0]
+    assert [(c.isolate_steps, c.isolate_lr) for c in short[1:]] == [(2500, 6e-4), (1000, 3e-4), (1000, 3e-4)]
+    assert all(replace(c, isolate_steps=1000, isolate_lr=3e-4) == shipped[-1] for c in short[1:])
+
+
 def test_a_chain_or_recipe_that_is_not_one_says_what_it_wants(tmp_path):
     with pytest.raises(ValueError, match="unknown recipe 'app-toy'; recipes: app-planted"):
         siit.run_recipe("app-toy", tmp_path)
@@ -576,13 +590,24 @@ def test_the_batch_size_and_mlp_width_flags_refuse_what_is_not_a_count(tmp_path,
     assert not any(tmp_path.iterdir())
 
 
-def test_a_batch_size_reaches_the_recipe_and_the_card_only_when_it_is_not_the_default():
+@pytest.mark.parametrize("flag, key, value, told", [("--batch-size", "batch_size", 16, " --batch-size 16"),
+                                                    ("--isolate-lr", "isolate_lr", 6e-4, " --isolate-lr 0.0006")])
+def test_a_batch_size_or_phase_4_peak_reaches_the_recipe_and_the_card_only_when_it_is_not_the_default(
+        flag, key, value, told):
     from app_helpers.toy.card import recipe_flags
 
-    assert siit._parse(siit._parser(), ["--batch-size", "16"])[1].batch_size == 16
-    assert recipe_flags({"positional": True, "batch_size": 16}) == " --positional --batch-size 16"
-    assert recipe_flags({"positional": True, "batch_size": siit.SIITConfig.batch_size}) == " --positional"
+    assert getattr(siit._parse(siit._parser(), [flag, str(value)])[1], key) == value
+    assert recipe_flags({"positional": True, key: value}) == " --positional" + told
+    assert recipe_flags({"positional": True, key: getattr(siit.SIITConfig, key)}) == " --positional"
     assert recipe_flags({"positional": True}) == " --positional"  # records from before the flag
+
+
+@pytest.mark.parametrize("rate", ["0", "-0.0003", "nan", "inf"])
+def test_the_phase_4_peak_flag_refuses_what_is_not_a_learning_rate(tmp_path, capsys, rate):
+    with pytest.raises(SystemExit) as exit_:
+        siit.main(["--out", str(tmp_path), "--isolate-lr", rate, "--no-card"])
+    assert exit_.value.code == 2 and "--isolate-lr is a learning rate, above 0 and finite" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_the_card_states_the_movers_share_only_where_the_record_has_it():

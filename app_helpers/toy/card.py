@@ -271,6 +271,9 @@ def _training(training: dict) -> str:
 #: Base prompts per training step unless ``--batch-size`` says otherwise (``SIITConfig``'s default; kept here, where
 #: the card tells a command's flags, because ``toy.siit`` imports this module and not the other way round).
 BATCH_SIZE = 32
+#: Phase 4's peak learning rate unless ``--isolate-lr`` says otherwise (``SIITConfig``'s default; here for the same
+#: reason).
+ISOLATE_LR = 3e-4
 
 #: Each training phase's step count in a recipe's config (``toy.siit`` names the phases a command ran by these).
 PHASE_STEPS = {1: "behaviour_steps", 2: "planting_steps", 3: "polish_steps", 4: "isolate_steps"}
@@ -311,8 +314,9 @@ def recipe_flags(c: dict) -> str:
     flags += " --mediated-path-rows" if c.get("mediated_path") else ""
     flags += f" --mlp-width {c['d_mlp']}" if c.get("d_mlp") else ""
     flags += " --fast-kernels" if c.get("fast_kernels") else ""
-    batch = c.get("batch_size", BATCH_SIZE)
-    return flags + (f" --batch-size {batch}" if batch != BATCH_SIZE else "")
+    batch, peak = c.get("batch_size", BATCH_SIZE), c.get("isolate_lr", ISOLATE_LR)
+    flags += f" --batch-size {batch}" if batch != BATCH_SIZE else ""
+    return flags + (f" --isolate-lr {peak:g}" if peak != ISOLATE_LR else "")
 
 
 def _network(c: dict) -> str:

@@ -1,8 +1,9 @@
 """Train ``app-planted``: a GPT-2 whose IOI circuit is known by construction (strict interchange training).
 
 ``python -m app_helpers.toy.siit --recipe app-planted --out data/app-planted`` trains the shipped model: seven
-commands in turn (``RECIPES``), 183 minutes on 2 CPU threads. Without ``--recipe`` one command runs all four
-phases below with the flags given (about 70 minutes with the defaults).
+commands in turn (``RECIPES``), 183 minutes on 2 CPU threads; ``--recipe app-planted-short`` a model of the same
+kind in four, 141 minutes. Without ``--recipe`` one command runs all four phases below with the flags given (about
+70 minutes with the defaults).
 
 The recipe follows interchange intervention training (Geiger et al. 2022) in its strict form (SIIT, Gupta
 et al. 2024), with the high-level model of ``toy.ioi_algorithm``; each role is mapped to its heads
@@ -47,7 +48,7 @@ to *carry* the algorithm's value; phases 2–3 so planted name movers that tell 
 names to output instead of writing the name (interchange accuracy 100 % when the source has the base's
 names, 0 % when it has two others). Its sources more often hold one of the base's names and a fresh one
 (``ISOLATE_SOURCE_MIX``): the only pairs on which "the repeated name" and "the other name" differ for the
-middle roles. Cosine decay from ``isolate_lr``.
+middle roles. Cosine decay from ``isolate_lr`` (``--isolate-lr``; 3e-4 in every command of the shipped recipe).
 
 Options (off by default; the shipped recipe uses all but the last three):
 
@@ -99,7 +100,7 @@ from tqdm.auto import tqdm
 
 from ..circuits import Circuit, planted_truth
 from ..wordlevel import build_word_level_tokenizer
-from .card import BATCH_SIZE, PHASE_STEPS, recipe_flags, write_planted_card
+from .card import BATCH_SIZE, ISOLATE_LR, PHASE_STEPS, recipe_flags, write_planted_card
 from .ioi_algorithm import ABLATED, ROLE_ORDER, ROLES, run
 from .ioi_prompts import Prompt, PromptSampler, pad, role_positions
 from .train import gpt2_model, network_options, warmup_cosine
@@ -132,7 +133,7 @@ class SIITConfig:
     polish_steps: int = 1500  # phase 3: fresh optimiser and seed, two interchange rows, few-head noising
     polish_lr: float = 3e-4
     isolate_steps: int = 1000  # phase 4: isolated interchange rows, gradients through the source pass
-    isolate_lr: float = 3e-4  # phase 4 peak, cosine decay to 0
+    isolate_lr: float = ISOLATE_LR  # phase 4 peak, cosine decay to 0
     attention_weight: float = 0.0  # off when 0: weight of the roles' attention loss (ATTENTION_TARGETS)
     direct_weight: float = 0.0  # off when 0: weight of the direct-effect loss (only name movers write)
     mover_direct_min: float = MOVER_DIRECT_MIN  # with direct_weight: the share of the LD each mover must write
@@ -918,7 +919,14 @@ RECIPES = {"app-planted": (["--positional", "--token-rows", "--isolate-steps", "
                            [*_PHASE_4, "--isolate-steps", "1000"],
                            [*_PHASE_4, "--resample-silence", "--isolate-steps", "1000"],
                            [*_PHASE_4, "--resample-silence", "--isolate-steps", "1000"],
-                           [*_PHASE_4, "--resample-silence", "--isolate-steps", "1000"])}
+                           [*_PHASE_4, "--resample-silence", "--isolate-steps", "1000"]),
+           # The same first command, then every phase-4 option at once: 2500 steps at twice the peak learning
+           # rate and twice 1000 as above; 141 minutes, a model of the same kind (9 of the card's 9 criteria,
+           # measured on one run: RECIPE-NOTES.md, "One phase 4 with every option"), not the shipped weights.
+           "app-planted-short": (["--positional", "--token-rows", "--isolate-steps", "0"],
+                                 [*_PHASE_4, "--resample-silence", "--isolate-lr", "6e-4", "--isolate-steps", "2500"],
+                                 [*_PHASE_4, "--resample-silence", "--isolate-steps", "1000"],
+                                 [*_PHASE_4, "--resample-silence", "--isolate-steps", "1000"])}
 
 
 def run_recipe(name: str, out: str | Path, card: bool = True) -> dict:
@@ -959,6 +967,8 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"base prompts per step, each giving one row of every kind "
                              f"(default {defaults.batch_size})")
     parser.add_argument("--isolate-steps", type=int, default=defaults.isolate_steps)
+    parser.add_argument("--isolate-lr", type=float, default=defaults.isolate_lr, metavar="LR",
+                        help=f"phase 4's peak learning rate, cosine decay to 0 (default {defaults.isolate_lr:g})")
     parser.add_argument("--mlp-width", type=int, metavar="N",
                         help=f"the MLP's hidden width (default: GPT-2's, 4 x {defaults.d_model}); narrower trains faster")
     parser.add_argument("--fast-kernels", action="store_true",
@@ -1000,7 +1010,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-card", action="store_true", help="skip the measurements and the model card")
     parser.add_argument("--recipe", choices=sorted(RECIPES),
                         help="run a named chain of commands into --out (app-planted: the shipped model's seven, "
-                             "183 minutes on 2 threads); takes no other flag but --out and --no-card")
+                             "183 minutes on 2 threads; app-planted-short: four, 141 minutes, a model of the same "
+                             "kind); takes no other flag but --out and --no-card")
     return parser
 
 
@@ -1018,14 +1029,17 @@ def _parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, S
                      f"got {args.head_level_share:g}{'' if args.positional else ' without --positional'}")
     if args.mlp_width is not None and args.mlp_width < 1:
         parser.error(f"--mlp-width is the MLP's hidden width, 1 or more; got {args.mlp_width}")
+    if not args.isolate_lr > 0 or args.isolate_lr == float("inf"):
+        parser.error(f"--isolate-lr is a learning rate, above 0 and finite; got {args.isolate_lr:g}")
     if args.batch_size < 1:
         parser.error(f"--batch-size is a number of base prompts per step, 1 or more; got {args.batch_size}")
     if args.resample_silence and not args.positional:
         parser.error("--resample-silence changes how --positional silences heads away from their positions; "
                      "add --positional")
     config = SIITConfig(behaviour_steps=args.behaviour_steps, planting_steps=args.planting_steps,
-                        polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, seed=args.seed,
-                        batch_size=args.batch_size, d_mlp=args.mlp_width, fast_kernels=args.fast_kernels,
+                        polish_steps=args.polish_steps, isolate_steps=args.isolate_steps, isolate_lr=args.isolate_lr,
+                        seed=args.seed, batch_size=args.batch_size, d_mlp=args.mlp_width,
+                        fast_kernels=args.fast_kernels,
                         attention_weight=args.attention_weight, direct_weight=args.direct_weight,
                         mover_direct_min=args.mover_direct_min,
                         signatures_from=args.signatures_from, attention_roles=args.attention_roles,
