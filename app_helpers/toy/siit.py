@@ -1029,7 +1029,7 @@ def _parse(parser: argparse.ArgumentParser, argv) -> tuple[argparse.Namespace, S
                      f"got {args.head_level_share:g}{'' if args.positional else ' without --positional'}")
     if args.mlp_width is not None and args.mlp_width < 1:
         parser.error(f"--mlp-width is the MLP's hidden width, 1 or more; got {args.mlp_width}")
-    if not args.isolate_lr > 0 or args.isolate_lr == float("inf"):
+    if not 0 < args.isolate_lr < float("inf"):  # NaN fails every comparison
         parser.error(f"--isolate-lr is a learning rate, above 0 and finite; got {args.isolate_lr:g}")
     if args.batch_size < 1:
         parser.error(f"--batch-size is a number of base prompts per step, 1 or more; got {args.batch_size}")
